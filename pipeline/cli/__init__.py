@@ -1,0 +1,52 @@
+"""The `pipeline` command: one click group, one module per subcommand in this package.
+
+Each subcommand parses options into its stage's typed config and calls `stages.<name>.run(config)`.
+`UserError`s become a one-line `Error: ...` and a non-zero exit instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from pipeline import __version__
+from pipeline.errors import UserError
+
+# Subcommand modules, in the order `pipeline --help` lists them (the order of the workflow).
+COMMANDS = ["tokenize", "train_teacher", "dump_teacher", "train_student", "evaluate", "experiment",
+            "report", "inspect", "validate"]
+
+
+class PipelineGroup(click.Group):
+    """A group that lists commands in workflow order and reports user errors in one line."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except UserError as error:
+            click.echo(f"Error: {error}", err=True)
+            ctx.exit(error.exit_code)
+
+
+@click.group(cls=PipelineGroup, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.version_option(__version__, prog_name="superstill")
+def main() -> None:
+    """superstill: pretrain a larger language model faster from a smaller teacher's stored distribution.
+
+    Workflow: tokenize -> train-teacher -> dump-teacher -> train-student (and the baseline) -> evaluate
+    -> report. `experiment` runs all of them from one file.
+    """
+
+
+for _name in COMMANDS:
+    try:
+        _module = importlib.import_module(f"pipeline.cli.{_name}")
+    except ModuleNotFoundError as _error:
+        if _error.name != f"pipeline.cli.{_name}":
+            raise
+        continue
+    main.add_command(_module.command)

@@ -1,0 +1,167 @@
+"""Typed configs for models and training, validated on construction, round-tripping through dicts.
+
+Presets are plain data (`PRESETS`): a preset fills a `ModelConfig` and a `TrainConfig`, and any field
+can then be overridden from the CLI (`--set model.n_layer=6`) or a TOML file. The resolved config is
+saved next to every output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.errors import UserError
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise UserError(message)
+
+
+@dataclass
+class ModelConfig:
+    """A GPT-1-style decoder-only transformer."""
+
+    vocab_size: int = 0
+    """Output classes; 0 means "take it from the token store"."""
+    n_layer: int = 2
+    """Transformer blocks."""
+    n_head: int = 12
+    """Attention heads; must divide d_model."""
+    d_model: int = 768
+    """Width of the residual stream."""
+    d_ff: int = 3072
+    """Hidden width of each feed-forward block."""
+    context: int = 256
+    """Maximum sequence length (learned positional embeddings)."""
+    dropout: float = 0.1
+    """Dropout on embeddings, attention weights and residual branches (GPT-1 used 0.1)."""
+    tie_embeddings: bool = True
+    """Share the input embedding with the output head (the paper's large student is untied)."""
+    bias: bool = True
+    """Biases in linear layers and layer norms, as in GPT-1."""
+
+    def __post_init__(self) -> None:
+        _check(self.vocab_size >= 0, f"model.vocab_size must be >= 0, got {self.vocab_size}")
+        for name in ("n_layer", "n_head", "d_model", "d_ff", "context"):
+            _check(getattr(self, name) > 0, f"model.{name} must be positive, got {getattr(self, name)}")
+        _check(self.d_model % self.n_head == 0,
+               f"model.d_model ({self.d_model}) must be divisible by model.n_head ({self.n_head})")
+        _check(0.0 <= self.dropout < 1.0, f"model.dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass
+class TrainConfig:
+    """How the one training loop runs (teacher, baseline and student alike)."""
+
+    epochs: int = 1
+    """Passes over the training split."""
+    batch_size: int = 16
+    """Windows per optimizer step (per process under torchrun)."""
+    lr: float = 3e-4
+    """Adam learning rate (the paper's)."""
+    betas: tuple[float, float] = (0.9, 0.98)
+    """Adam betas (the paper's)."""
+    eps: float = 1e-8
+    """Adam epsilon (the paper's)."""
+    weight_decay: float = 0.0
+    """Decoupled weight decay (AdamW when > 0)."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this (0 disables)."""
+    lr_schedule: str = "constant"
+    """"constant" (the paper) or "cosine" decay to 10% after warmup."""
+    warmup_steps: int = 0
+    """Linear warmup steps."""
+    seed: int = 0
+    """Seeds initialization, dropout and data order."""
+    shuffle_block_tokens: int = 65536
+    """Windows are shuffled within and across blocks of this many positions (aligned to logit-store shards)."""
+    eval_train_fraction: float = 0.01
+    """Fraction of the training split (its start) evaluated each epoch: the paper's train perplexity."""
+    eval_max_tokens: int = 0
+    """Cap on tokens evaluated per split each epoch (0 = no cap)."""
+    eval_batch_size: int = 32
+    """Windows per evaluation batch."""
+    checkpoint_every: int = 0
+    """Also checkpoint every N steps inside an epoch (0: at epoch ends only)."""
+    device: str = "auto"
+    """"auto" (CUDA when available), "cpu", "cuda", "cuda:N"."""
+    precision: str = "auto"
+    """"auto" (bf16 autocast on CUDA, fp32 on CPU), "fp32" or "bf16"."""
+    compile: bool = False
+    """torch.compile the model (CUDA; slower to start, faster per step)."""
+    max_steps_per_epoch: int = 0
+    """Stop each epoch after this many steps (0 = full epoch); for smoke tests and benchmarks."""
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(self.betas)
+        _check(self.epochs >= 1, f"train.epochs must be >= 1, got {self.epochs}")
+        _check(self.batch_size >= 1, f"train.batch_size must be >= 1, got {self.batch_size}")
+        _check(self.lr > 0, f"train.lr must be positive, got {self.lr}")
+        _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), f"train.betas must be two numbers in [0, 1), got {self.betas}")
+        _check(self.lr_schedule in ("constant", "cosine"), f"train.lr_schedule must be constant or cosine, got {self.lr_schedule!r}")
+        _check(0 < self.eval_train_fraction <= 1, f"train.eval_train_fraction must be in (0, 1], got {self.eval_train_fraction}")
+        _check(self.precision in ("auto", "fp32", "bf16"), f"train.precision must be auto, fp32 or bf16, got {self.precision!r}")
+        _check(self.shuffle_block_tokens >= 1, "train.shuffle_block_tokens must be positive")
+
+
+PAPER = dict(d_model=768, d_ff=3072, n_head=12)
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    # The paper's small-scale run: 2-layer teacher, 4-layer student, context 256, batch 16.
+    "paper-small-teacher": {"model": dict(PAPER, n_layer=2, context=256), "train": dict(batch_size=16)},
+    "paper-small-student": {"model": dict(PAPER, n_layer=4, context=256), "train": dict(batch_size=16)},
+    # The paper's large-scale run: 4-layer teacher, 12-layer student (untied, ~161M at 50k words), context 512, batch 32.
+    "paper-large-teacher": {"model": dict(PAPER, n_layer=4, context=512, tie_embeddings=False), "train": dict(batch_size=32)},
+    "paper-large-student": {"model": dict(PAPER, n_layer=12, context=512, tie_embeddings=False), "train": dict(batch_size=32)},
+    # CPU-sized, same 1:2 layer ratio: an epoch over the Shakespeare corpus in minutes on 2 cores.
+    "tiny-teacher": {"model": dict(n_layer=1, d_model=128, d_ff=512, n_head=4, context=64), "train": dict(batch_size=32, lr=1e-3)},
+    "tiny-student": {"model": dict(n_layer=2, d_model=128, d_ff=512, n_head=4, context=64), "train": dict(batch_size=32, lr=1e-3)},
+}
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """Parse `section.field=value` (value as TOML-ish: int, float, bool, or string)."""
+    key, sep, raw = text.partition("=")
+    section, dot, name = key.strip().partition(".")
+    if not sep or not dot or section not in ("model", "train"):
+        raise UserError(f"--set {text!r}: expected model.FIELD=VALUE or train.FIELD=VALUE")
+    raw = raw.strip()
+    value: Any
+    if raw.lower() in ("true", "false"):
+        value = raw.lower() == "true"
+    else:
+        try:
+            value = int(raw)
+        except ValueError:
+            try:
+                value = float(raw)
+            except ValueError:
+                value = raw
+    return section, name, value
+
+
+def resolve(preset: str, overrides: dict[str, dict[str, Any]] | None = None) -> tuple[ModelConfig, TrainConfig]:
+    """Preset values, then overrides ({"model": {...}, "train": {...}}), validated."""
+    if preset not in PRESETS:
+        raise UserError(f"--preset {preset!r} is unknown; choose one of {', '.join(PRESETS)}")
+    merged = {section: dict(PRESETS[preset].get(section, {})) for section in ("model", "train")}
+    for section, values in (overrides or {}).items():
+        known = {f.name for f in dataclasses.fields(ModelConfig if section == "model" else TrainConfig)}
+        for name, value in values.items():
+            if name not in known:
+                raise UserError(f"unknown setting {section}.{name}; known: {', '.join(sorted(known))}")
+            merged[section][name] = value
+    return ModelConfig(**merged["model"]), TrainConfig(**merged["train"])
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
+    return ModelConfig(**data)
+
+
+def train_config_from_dict(data: dict[str, Any]) -> TrainConfig:
+    return TrainConfig(**data)

@@ -1,0 +1,1 @@
+"""One module per CLI stage: thin glue `run(config) -> outputs` over the `pipeline` library."""
