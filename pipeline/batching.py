@@ -1,0 +1,168 @@
+"""Data order and batches: context windows over a token split, shuffled block-wise, prefetched.
+
+Windows are non-overlapping: window j reads inputs ids[s:s+C] and targets ids[s+1:s+C+1] with s = j*C.
+The order is a pure function of (seed, epoch, rank, world), identical for the teacher, the baseline and
+every student, so comparisons between them are fair. It is block-wise because a logit store is read
+block by block: reading ~1-2 ms per zarr indexing call forbids fetching rows window by window, so each
+epoch shuffles the order of blocks of `block_tokens` positions, deals blocks to ranks round-robin, and
+shuffles the windows within each group of `GROUP_BLOCKS` consecutive blocks of a rank's list. Rows for
+a group are read in one call per block by a background thread while the model trains on the last group.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+GROUP_BLOCKS = 4  # blocks whose windows are shuffled together: mixes distant text into each batch
+
+
+@dataclass
+class Batch:
+    inputs: torch.Tensor  # [B, C] int64 token ids
+    targets: torch.Tensor  # [B, C] int64 next-token ids
+    starts: np.ndarray  # [B] absolute position of each window's first input token
+    teacher: object | None = None  # TeacherRows for the B*C input positions (row-major), or None
+
+
+RowSource = Callable[[int, int], object]
+"""(start, stop) -> teacher rows for absolute positions [start, stop) (a TeacherRows)."""
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """Which windows exist in a split and how an epoch orders them."""
+
+    n_tokens: int
+    context: int
+    block_tokens: int
+    seed: int
+
+    @property
+    def n_windows(self) -> int:
+        return max(0, (self.n_tokens - 1) // self.context)
+
+    def blocks(self) -> list[np.ndarray]:
+        """Window start positions grouped by the block that holds them."""
+        starts = np.arange(self.n_windows, dtype=np.int64) * self.context
+        if starts.size == 0:
+            return []
+        block_of = starts // self.block_tokens
+        cuts = np.flatnonzero(np.diff(block_of)) + 1
+        return np.split(starts, cuts)
+
+    def rank_groups(self, epoch: int, rank: int, world: int) -> list[np.ndarray]:
+        """This rank's window starts for one epoch, as shuffled groups (each a few blocks)."""
+        rng = np.random.default_rng([self.seed, epoch])
+        blocks = self.blocks()
+        order = rng.permutation(len(blocks))
+        mine = [blocks[i] for i in order[rank::world]]
+        groups = []
+        for g in range(0, len(mine), GROUP_BLOCKS):
+            starts = np.concatenate(mine[g:g + GROUP_BLOCKS])
+            groups.append(starts[np.random.default_rng([self.seed, epoch, rank, g]).permutation(starts.size)])
+        return groups
+
+    def steps_per_epoch(self, batch_size: int, world: int, epoch: int) -> int:
+        """Equal for every rank (DDP needs it): the smallest rank's full batches that epoch."""
+        if world == 1:
+            return self.n_windows // batch_size
+        return min(sum(g.size for g in self.rank_groups(epoch, r, world)) for r in range(world)) // batch_size
+
+
+class BatchStream:
+    """Yields one epoch of batches for one rank, reading teacher rows (if any) in a background thread."""
+
+    def __init__(self, tokens: np.ndarray, plan: WindowPlan, batch_size: int, rank: int = 0, world: int = 1,
+                 row_source: RowSource | None = None, prefetch_groups: int = 2):
+        self.tokens, self.plan, self.batch_size = tokens, plan, batch_size
+        self.rank, self.world, self.row_source, self.prefetch_groups = rank, world, row_source, prefetch_groups
+        self.wait_seconds = 0.0  # time the consumer spent blocked on the producer (data-loader stall)
+
+    def steps_per_epoch(self, epoch: int) -> int:
+        return self.plan.steps_per_epoch(self.batch_size, self.world, epoch)
+
+    def epoch(self, epoch: int, start_step: int = 0, with_teacher: bool = True) -> Iterator[Batch]:
+        """Batches start_step.. of `epoch`; teacher rows only when `with_teacher` and a source exists."""
+        steps = self.steps_per_epoch(epoch)
+        batches = self._batch_starts(epoch)[start_step:steps]
+        source = self.row_source if with_teacher else None
+        if not batches:
+            return
+        work: queue.Queue = queue.Queue(maxsize=max(1, self.prefetch_groups * 8))
+        stop = threading.Event()
+        producer = threading.Thread(target=self._produce, args=(batches, source, work, stop), daemon=True)
+        producer.start()
+        try:
+            for _ in batches:
+                waited = time.perf_counter()
+                item = work.get()
+                self.wait_seconds += time.perf_counter() - waited
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            while producer.is_alive():  # unblock a producer waiting on a full queue
+                try:
+                    work.get_nowait()
+                except queue.Empty:
+                    producer.join(timeout=0.05)
+
+    def _batch_starts(self, epoch: int) -> list[np.ndarray]:
+        starts = np.concatenate(self.plan.rank_groups(epoch, self.rank, self.world) or [np.zeros(0, np.int64)])
+        return [starts[i:i + self.batch_size] for i in range(0, starts.size - self.batch_size + 1, self.batch_size)]
+
+    def _produce(self, batches: list[np.ndarray], source: RowSource | None, work: queue.Queue,
+                 stop: threading.Event) -> None:
+        try:
+            blocks = _BlockRows(source, self.plan) if source is not None else None
+            for starts in batches:
+                if stop.is_set():
+                    return
+                work.put(self._make_batch(starts, blocks))
+        except BaseException as error:  # surfaced in the consumer, which re-raises it
+            work.put(error)
+
+    def _make_batch(self, starts: np.ndarray, blocks: "_BlockRows | None") -> Batch:
+        offsets = starts[:, None] + np.arange(self.plan.context + 1)[None, :]  # [B, C+1] absolute positions
+        window = torch.from_numpy(self.tokens[offsets].astype(np.int64))
+        teacher = blocks.rows_for(starts) if blocks is not None else None
+        return Batch(inputs=window[:, :-1], targets=window[:, 1:], starts=starts, teacher=teacher)
+
+
+class _BlockRows:
+    """Teacher rows of the blocks in use: one read per block, dropped once the order has left them.
+
+    A block's read covers every window that starts in it, [first start, last start + C), so it may run a
+    little into the next block. Each block belongs to exactly one shuffle group per epoch and groups are
+    consumed in order, so blocks of earlier groups are never needed again.
+    """
+
+    def __init__(self, source: RowSource, plan: WindowPlan):
+        self.source, self.plan = source, plan
+        self.cache: dict[int, tuple[int, object]] = {}  # block -> (first position read, rows)
+
+    def rows_for(self, starts: np.ndarray):
+        block_of = starts // self.plan.block_tokens
+        needed = set(block_of.tolist())
+        for block in needed - self.cache.keys():
+            lo = max(int(block) * self.plan.block_tokens, 0)
+            first = -(-lo // self.plan.context) * self.plan.context  # first window start in the block
+            last = min((int(block) + 1) * self.plan.block_tokens, self.plan.n_windows * self.plan.context) - 1
+            last = last - last % self.plan.context
+            self.cache[block] = (first, self.source(first, last + self.plan.context))
+        if len(self.cache) > 2 * GROUP_BLOCKS:  # keep this group's blocks and the newest ones
+            for block in sorted(self.cache, key=lambda b: b in needed)[: len(self.cache) - 2 * GROUP_BLOCKS]:
+                del self.cache[block]
+        pieces = []
+        for start, block in zip(starts.tolist(), block_of.tolist()):
+            first, rows = self.cache[block]
+            pieces.append(rows.slice(start - first, start - first + self.plan.context))
+        return type(pieces[0]).concat(pieces)

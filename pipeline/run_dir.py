@@ -1,0 +1,73 @@
+"""A training run's directory: run.json (resolved config), metrics.jsonl, steps.jsonl, checkpoint.pt."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from pipeline.checkpoint import CHECKPOINT_FILE
+from pipeline.distributed import DistContext
+from pipeline.errors import UserError
+from pipeline.storage import atomic_write_text
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.path / CHECKPOINT_FILE
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    def prepare(self, resume: bool, force: bool, context: DistContext) -> None:
+        """Refuse to clobber a run unless --force; --resume needs a checkpoint to resume from."""
+        if resume:
+            if not self.checkpoint_path.is_file():
+                raise UserError(f"--resume: no checkpoint in {self.path}; start the run without --resume")
+            return
+        if self.path.exists() and any(self.path.iterdir()):
+            if not force:
+                raise UserError(f"--out {self.path} already holds a run; pass --resume to continue it "
+                                f"or --force to start over")
+            context.barrier()  # every rank has checked before rank 0 deletes
+            if context.is_main:
+                shutil.rmtree(self.path)
+        if context.is_main:
+            self.path.mkdir(parents=True, exist_ok=True)
+        context.barrier()
+
+    def write_run(self, record: dict[str, Any]) -> None:
+        atomic_write_text(self.path / "run.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        self._append(self.metrics_path, record)
+
+    def append_step(self, record: dict[str, Any]) -> None:
+        self._append(self.path / "steps.jsonl", record)
+
+    @staticmethod
+    def _append(path: Path, record: dict[str, Any]) -> None:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def epochs(self) -> list[dict[str, Any]]:
+        """Epoch records, last one per epoch winning (a resumed epoch may appear twice)."""
+        if not self.metrics_path.is_file():
+            return []
+        by_epoch: dict[int, dict[str, Any]] = {}
+        for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                record = json.loads(line)
+                if record.get("event") == "epoch":
+                    by_epoch[record["epoch"]] = record
+        return [by_epoch[e] for e in sorted(by_epoch)]
+
+    def finished(self, epochs: int) -> bool:
+        done = self.epochs()
+        return self.checkpoint_path.is_file() and bool(done) and done[-1]["epoch"] >= epochs

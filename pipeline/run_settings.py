@@ -1,0 +1,44 @@
+"""Turning command-line settings (preset, --config FILE, --set, shortcut flags) into resolved configs."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import ModelConfig, TrainConfig, parse_override, resolve
+from pipeline.errors import UserError
+
+
+def load_overrides(config_file: str | None, settings: tuple[str, ...], shortcuts: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Merge, later winning: a TOML file's [model]/[train] tables, then --set pairs, then shortcut flags
+    (only those given, i.e. not None), e.g. {"train.epochs": 3}."""
+    overrides: dict[str, dict[str, Any]] = {"model": {}, "train": {}}
+    if config_file:
+        path = Path(config_file)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise UserError(f"--config {path}: no such file") from None
+        except tomllib.TOMLDecodeError as error:
+            raise UserError(f"--config {path}: not valid TOML ({error})") from None
+        for section, values in data.items():
+            if section not in overrides or not isinstance(values, dict):
+                raise UserError(f"--config {path}: unknown table [{section}]; use [model] and [train]")
+            overrides[section].update(values)
+    for text in settings:
+        section, name, value = parse_override(text)
+        overrides[section][name] = value
+    for key, value in shortcuts.items():
+        if value is not None:
+            section, name = key.split(".")
+            overrides[section][name] = value
+    return overrides
+
+
+def resolve_for_tokens(preset: str, overrides: dict[str, dict[str, Any]], vocab_size: int) -> tuple[ModelConfig, TrainConfig]:
+    """Resolve a preset and fill the vocabulary size from the token store when not set explicitly."""
+    model, train = resolve(preset, overrides)
+    if model.vocab_size == 0:
+        model.vocab_size = vocab_size
+    return model, train

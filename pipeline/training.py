@@ -1,0 +1,257 @@
+"""The one training loop: teacher, baseline and student differ only in their `Objective`.
+
+Per epoch: train on this rank's share of the block-shuffled windows, then (rank 0) evaluate held-out and
+train-subset perplexity, append a line to metrics.jsonl and write a checkpoint atomically. Interrupting
+(Ctrl-C) saves a mid-epoch checkpoint; `--resume` continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from pipeline import __version__, checkpoint
+from pipeline.batching import BatchStream, RowSource, WindowPlan
+from pipeline.config import ModelConfig, TrainConfig, to_dict
+from pipeline.distributed import DistContext, resolve_device, setup, teardown
+from pipeline.errors import InterruptedRun, UserError
+from pipeline.evaluation import Perplexity, eval_span, perplexity
+from pipeline.model import GPT
+from pipeline.objectives import Objective
+from pipeline.progress import ProgressBar, log
+from pipeline.run_dir import RunDir
+from pipeline.token_store import TokenStore
+
+STEP_LOG_EVERY = 10  # steps between lines in steps.jsonl
+
+
+@dataclass
+class TrainingRun:
+    """Everything one run of the loop needs."""
+
+    out: Path
+    kind: str  # "teacher" | "baseline" | "student"
+    model_config: ModelConfig
+    train_config: TrainConfig
+    tokens: TokenStore
+    objective: Objective
+    row_source: RowSource | None = None
+    resume: bool = False
+    force: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _State:
+    epoch: int = 1  # epoch in progress (1-based)
+    step: int = 0  # steps done within it
+    global_step: int = 0
+    tokens_seen: int = 0
+    wall_time_s: float = 0.0
+
+
+def train(run: TrainingRun) -> dict[str, Any]:
+    """Run (or resume) training; returns the last epoch's metrics."""
+    context = setup("cuda" if run.train_config.device.startswith("cuda") or
+                    (run.train_config.device == "auto" and torch.cuda.is_available()) else "cpu")
+    try:
+        return _Trainer(run, context).fit()
+    finally:
+        teardown(context)
+
+
+def _autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+    if config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def _lr_lambda(config: TrainConfig, total_steps: int):
+    def factor(step: int) -> float:
+        if config.warmup_steps and step < config.warmup_steps:
+            return (step + 1) / config.warmup_steps
+        if config.lr_schedule == "cosine":
+            progress = min(1.0, (step - config.warmup_steps) / max(1, total_steps - config.warmup_steps))
+            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+        return 1.0
+    return factor
+
+
+class _Trainer:
+    def __init__(self, run: TrainingRun, context: DistContext):
+        self.run, self.ctx, self.cfg = run, context, run.train_config
+        self.device = resolve_device(self.cfg.device, context)
+        self.amp = _autocast_dtype(self.cfg, self.device)
+        self.dir = RunDir(run.out)
+        self._check_fit()
+        self.state = _State()
+        torch.manual_seed(self.cfg.seed)
+        self.model = GPT(run.model_config).to(self.device)
+        self.train_ids, self.val_ids = run.tokens.read("train"), run.tokens.read("val")
+        plan = WindowPlan(self.train_ids.size, run.model_config.context, self.cfg.shuffle_block_tokens, self.cfg.seed)
+        self.stream = BatchStream(self.train_ids, plan, self.cfg.batch_size, context.rank, context.world, run.row_source)
+        self.steps = self._steps_per_epoch(1)
+        if self.steps == 0:
+            raise UserError(f"--tokens {run.tokens.location}: the train split ({self.train_ids.size:,} tokens) is too "
+                            f"small for one batch of {self.cfg.batch_size} windows of {run.model_config.context} "
+                            f"tokens; lower the batch size or context")
+        self.optimizer = self._optimizer()
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, _lr_lambda(self.cfg, self.steps * self.cfg.epochs))
+        self.dir.prepare(run.resume, run.force, context)
+        if run.resume:
+            self._restore()
+        self.forward_model = self._wrap(self.model)
+
+    def _steps_per_epoch(self, epoch: int) -> int:
+        steps = self.stream.steps_per_epoch(epoch)
+        return min(steps, self.cfg.max_steps_per_epoch) if self.cfg.max_steps_per_epoch else steps
+
+    def _check_fit(self) -> None:
+        if self.run.model_config.vocab_size != self.run.tokens.vocab_size:
+            raise UserError(f"model vocabulary ({self.run.model_config.vocab_size}) != token store vocabulary "
+                            f"({self.run.tokens.vocab_size}) of {self.run.tokens.location}")
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        cls = torch.optim.AdamW if self.cfg.weight_decay else torch.optim.Adam
+        return cls(self.model.parameters(), lr=self.cfg.lr, betas=self.cfg.betas, eps=self.cfg.eps,
+                   weight_decay=self.cfg.weight_decay)
+
+    def _wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        if self.cfg.compile:
+            model = torch.compile(model)
+        if self.ctx.enabled:
+            model = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        return model
+
+    def _restore(self) -> None:
+        payload = checkpoint.load(self.dir.checkpoint_path, "--resume")
+        saved_model = payload["model_config"]
+        if saved_model != to_dict(self.run.model_config):
+            raise UserError(f"--resume: the checkpoint in {self.run.out} was made with model settings {saved_model}, "
+                            f"not {to_dict(self.run.model_config)}; resume with the original settings")
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scheduler.load_state_dict(payload["scheduler"])
+        checkpoint.set_rng_state(payload["rng"])
+        self.state = _State(**payload["position"])
+        log(f"resuming {self.run.out} at epoch {self.state.epoch}, step {self.state.step}", self.ctx)
+
+    def run_record(self) -> dict[str, Any]:
+        return {"kind": self.run.kind, "name": self.run.out.name, "model": to_dict(self.run.model_config),
+                "train": to_dict(self.cfg), "superstill": self.run.objective.describe(),
+                "parameters": self.model.num_parameters(), "tool_version": __version__, "world_size": self.ctx.world,
+                "device": str(self.device), "tokens": {"location": self.run.tokens.location,
+                                                        "fingerprint": self.run.tokens.fingerprint},
+                **self.run.extra}
+
+    def fit(self) -> dict[str, Any]:
+        log(f"{self.run.kind}: {self.model.num_parameters():,} parameters, {self.steps} steps/epoch "
+            f"x {self.cfg.epochs} epochs on {self.device} (world {self.ctx.world})", self.ctx)
+        if self.ctx.is_main:
+            self.dir.write_run(self.run_record())
+        last: dict[str, Any] = {}
+        try:
+            while self.state.epoch <= self.cfg.epochs:
+                last = self._epoch()
+        except KeyboardInterrupt:
+            self._save()
+            raise InterruptedRun(f"interrupted at epoch {self.state.epoch}, step {self.state.step}; checkpoint saved "
+                                 f"in {self.run.out}; re-run the same command with --resume to continue") from None
+        return last
+
+    def _epoch(self) -> dict[str, Any]:
+        epoch, steps = self.state.epoch, self._steps_per_epoch(self.state.epoch)
+        sums: dict[str, torch.Tensor] = {}
+        count, started, tokens_per_step = 0, time.perf_counter(), self.cfg.batch_size * self.run.model_config.context
+        bar = ProgressBar(steps, self.state.step, f"epoch {epoch}/{self.cfg.epochs}", tokens_per_step * self.ctx.world,
+                          self.ctx)
+        self.model.train()
+        batches = self.stream.epoch(epoch, self.state.step, self.run.objective.uses_teacher(epoch))
+        for batch in batches:
+            if self.state.step >= steps:
+                break
+            terms = self._step(batch, epoch)
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0) + value
+            count += 1
+            self.state.step += 1
+            self.state.global_step += 1
+            self.state.tokens_seen += tokens_per_step * self.ctx.world
+            bar.update(terms)
+            if self.ctx.is_main and self.state.global_step % STEP_LOG_EVERY == 0:
+                self.dir.append_step({"epoch": epoch, "step": self.state.global_step, **_floats(terms),
+                                      "lr": self.scheduler.get_last_lr()[0]})
+            if self.cfg.checkpoint_every and self.state.step % self.cfg.checkpoint_every == 0 and self.state.step < steps:
+                self.state.wall_time_s += time.perf_counter() - started
+                started = time.perf_counter()
+                self._save()
+        bar.close()
+        train_seconds = time.perf_counter() - started
+        self.state.wall_time_s += train_seconds
+        means = {k: self.ctx.all_reduce_sum(float(v)) / (count * self.ctx.world) for k, v in sums.items()} if count else {}
+        record = self._end_epoch(epoch, means, count * tokens_per_step * self.ctx.world / max(train_seconds, 1e-9))
+        return record
+
+    def _step(self, batch, epoch: int) -> dict[str, torch.Tensor]:
+        batch.inputs, batch.targets = batch.inputs.to(self.device, non_blocking=True), batch.targets.to(self.device, non_blocking=True)
+        if batch.teacher is not None:
+            batch.teacher = batch.teacher.to(self.device)
+        with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+            result = self.run.objective(self.forward_model, batch, epoch)
+        self.optimizer.zero_grad(set_to_none=True)
+        result.loss.backward()
+        if self.cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        return {"loss": result.loss.detach(), **result.terms}
+
+    def _end_epoch(self, epoch: int, means: dict[str, float], tokens_per_s: float) -> dict[str, Any]:
+        record: dict[str, Any] = {}
+        if self.ctx.is_main:
+            evaluated = time.perf_counter()
+            val, train_subset = self.evaluate("val"), self.evaluate("train")
+            record = {"event": "epoch", "epoch": epoch, "step": self.state.global_step,
+                      "tokens_seen": self.state.tokens_seen, "wall_time_s": round(self.state.wall_time_s, 3),
+                      "eval_time_s": round(time.perf_counter() - evaluated, 3),
+                      "train_ppl": train_subset.ppl, "train_nll": train_subset.nll, "train_eval_tokens": train_subset.tokens,
+                      "val_ppl": val.ppl, "val_nll": val.nll, "val_eval_tokens": val.tokens,
+                      "loss": means.get("loss"), "loss_data": means.get("loss_data"),
+                      "loss_teacher": means.get("loss_teacher"), "tokens_per_s": round(tokens_per_s, 1),
+                      "lr": self.scheduler.get_last_lr()[0], "superstill": self.run.objective.uses_teacher(epoch),
+                      "data_wait_s": round(self.stream.wait_seconds, 3)}
+            self.dir.append_metrics(record)
+            log(f"epoch {epoch}: val ppl {val.ppl:.2f}, train-subset ppl {train_subset.ppl:.2f}, "
+                f"{tokens_per_s:,.0f} tokens/s", self.ctx)
+        self.state.epoch, self.state.step = epoch + 1, 0
+        self._save()
+        self.ctx.barrier()
+        return record
+
+    def evaluate(self, split: str) -> Perplexity:
+        ids = self.val_ids if split == "val" else self.train_ids
+        fraction = 1.0 if split == "val" else self.cfg.eval_train_fraction
+        span = eval_span(ids.size, fraction, self.cfg.eval_max_tokens)
+        return perplexity(self.model, ids[:span], self.run.model_config.context, self.cfg.eval_batch_size,
+                          self.device, self.amp, split)
+
+    def _save(self) -> None:
+        if self.ctx.is_main:
+            checkpoint.save(self.dir.checkpoint_path, model=self.model, optimizer=self.optimizer,
+                            scheduler=self.scheduler, model_config=self.run.model_config, train_config=self.cfg,
+                            run={"kind": self.run.kind, "token_fingerprint": self.run.tokens.fingerprint,
+                                 "superstill": self.run.objective.describe()},
+                            position=vars(self.state).copy())
+
+
+def _floats(terms: dict[str, torch.Tensor]) -> dict[str, float]:
+    return {name: round(float(value), 5) for name, value in terms.items()}

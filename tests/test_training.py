@@ -1,0 +1,153 @@
+"""The one training loop: metrics, exact resume, interruption, DDP, and the train-teacher/evaluate CLI."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from pipeline.checkpoint import load
+from pipeline.cli import main
+from pipeline.errors import InterruptedRun
+from pipeline.objectives import DataObjective
+from pipeline.run_settings import resolve_for_tokens
+from pipeline.token_store import TokenStore
+from pipeline.training import TrainingRun, train
+from stages.evaluate import EvaluateConfig, run as evaluate
+from stages.train_teacher import TrainTeacherConfig, run as train_teacher
+from tests.factories import micro_token_store, overrides
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return micro_token_store(str(tmp_path_factory.mktemp("tokens") / "store"))
+
+
+def teacher(store, out, epochs=2, resume=False, steps=6, **train):
+    config = TrainTeacherConfig(tokens=store, out=str(out), preset="tiny-teacher", resume=resume,
+                                overrides=overrides(train={"epochs": epochs, "max_steps_per_epoch": steps, **train}))
+    return train_teacher(config)
+
+
+def weights(run_dir):
+    return load(run_dir)["model"]
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
+
+
+def test_metrics_per_epoch_and_evaluate_reproduces_last_epoch(store, tmp_path):
+    last = teacher(store, tmp_path / "run", epochs=3, steps=40)
+    lines = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [l["epoch"] for l in lines] == [1, 2, 3]
+    assert lines[-1]["val_ppl"] < lines[0]["val_ppl"]  # it learns
+    assert lines[-1]["tokens_seen"] == 3 * 40 * 4 * 16
+    result = evaluate(EvaluateConfig(checkpoint=str(tmp_path / "run"), tokens=store, max_tokens=512))
+    assert result["perplexity"] == pytest.approx(last["val_ppl"], rel=1e-9)
+    run_json = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run_json["kind"] == "teacher" and run_json["model"]["n_layer"] == 1
+
+
+def test_resume_after_epoch_one_is_exact(store, tmp_path):
+    teacher(store, tmp_path / "straight", epochs=2)
+    teacher(store, tmp_path / "resumed", epochs=1)
+    teacher(store, tmp_path / "resumed", epochs=2, resume=True)
+    assert_same_weights(weights(tmp_path / "straight"), weights(tmp_path / "resumed"))
+
+
+class InterruptAt:
+    """Wraps the real objective and raises KeyboardInterrupt (a Ctrl-C) before a given step."""
+
+    def __init__(self, step):
+        self.inner, self.step, self.calls = DataObjective(), step, 0
+
+    def __call__(self, model, batch, epoch):
+        self.calls += 1
+        if self.calls == self.step:
+            raise KeyboardInterrupt
+        return self.inner(model, batch, epoch)
+
+    def uses_teacher(self, epoch):
+        return False
+
+    def describe(self):
+        return None
+
+
+def test_ctrl_c_mid_epoch_saves_and_resume_is_exact(store, tmp_path):
+    teacher(store, tmp_path / "straight", epochs=2)
+    tokens = TokenStore.open(store)
+    model_config, train_config = resolve_for_tokens(
+        "tiny-teacher", overrides(train={"epochs": 2, "max_steps_per_epoch": 6}), tokens.vocab_size)
+    run = TrainingRun(out=tmp_path / "cut", kind="teacher", model_config=model_config, train_config=train_config,
+                      tokens=tokens, objective=InterruptAt(step=9))
+    with pytest.raises(InterruptedRun, match="--resume"):
+        train(run)
+    assert load(tmp_path / "cut")["position"]["step"] == 2  # epoch 2, after 2 of its 6 steps
+    teacher(store, tmp_path / "cut", epochs=2, resume=True)
+    assert_same_weights(weights(tmp_path / "straight"), weights(tmp_path / "cut"))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_process_gloo_ddp_run(store, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+               "-m", "pipeline", "train-teacher", "--tokens", store, "--out", str(out), "--preset", "tiny-teacher",
+               "--epochs", "2", "--device", "cpu"]
+    for key, value in overrides(train={"max_steps_per_epoch": 4})["model"].items():
+        command += ["--set", f"model.{key}={value}"]
+    for key, value in overrides(train={"max_steps_per_epoch": 4})["train"].items():
+        command += ["--set", f"train.{key}={value}"]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [l["epoch"] for l in lines] == [1, 2]  # rank 0 alone writes metrics
+    assert lines[-1]["tokens_seen"] == 2 * 4 * 4 * 16 * 2  # both ranks' tokens are counted
+    assert json.loads((out / "run.json").read_text())["world_size"] == 2
+
+
+def test_cli_train_teacher_refuses_existing_run_and_bad_settings(store, tmp_path):
+    runner = CliRunner()
+    teacher(store, tmp_path / "run", epochs=1, steps=2)
+    result = runner.invoke(main, ["train-teacher", "--tokens", store, "--out", str(tmp_path / "run"),
+                                  "--preset", "tiny-teacher"])
+    assert result.exit_code != 0 and "already holds a run" in result.output and "--force" in result.output
+    result = runner.invoke(main, ["train-teacher", "--tokens", store, "--out", str(tmp_path / "x"),
+                                  "--set", "model.n_head=5"])
+    assert result.exit_code != 0 and "divisible" in result.output
+    result = runner.invoke(main, ["train-teacher", "--tokens", str(tmp_path / "missing"), "--out", str(tmp_path / "y")])
+    assert result.exit_code != 0 and "no such token store" in result.output
+    result = runner.invoke(main, ["train-teacher", "--tokens", store, "--out", str(tmp_path / "z"), "--resume"])
+    assert result.exit_code != 0 and "no checkpoint" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_cli_evaluate_errors(store, tmp_path):
+    runner = CliRunner()
+    teacher(store, tmp_path / "run", epochs=1, steps=2)
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes((tmp_path / "run" / "checkpoint.pt").read_bytes()[:1000])
+    result = runner.invoke(main, ["evaluate", "--checkpoint", str(corrupt), "--tokens", store])
+    assert result.exit_code != 0 and "truncated or corrupt" in result.output
+    other = micro_token_store(str(tmp_path / "other"), vocab_size=200)
+    result = runner.invoke(main, ["evaluate", "--checkpoint", str(tmp_path / "run"), "--tokens", other])
+    assert result.exit_code != 0 and "vocabulary" in result.output
+    result = runner.invoke(main, ["evaluate", "--checkpoint", str(tmp_path / "run"), "--tokens", store,
+                                  "--context", "64"])
+    assert result.exit_code != 0 and "longer than the model's context" in result.output
+    result = runner.invoke(main, ["evaluate", "--checkpoint", str(tmp_path / "run"), "--tokens", store])
+    assert result.exit_code == 0 and "val perplexity" in result.output
