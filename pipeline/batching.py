@@ -164,5 +164,5 @@ class _BlockRows:
         pieces = []
         for start, block in zip(starts.tolist(), block_of.tolist()):
             first, rows = self.cache[block]
-            pieces.append(rows.slice(start - first, start - first + self.plan.context))
-        return type(pieces[0]).concat(pieces)
+            pieces.append(rows[start - first:start - first + self.plan.context])
+        return type(pieces[0]).cat(pieces)

@@ -48,3 +48,53 @@ class DataObjective:
 
     def describe(self) -> dict[str, Any] | None:
         return None
+
+
+class SuperstillObjective:
+    """L = w1 * T^2 * l_t + w2 * l_d through `transition_epoch`, then plain l_d (see pipeline/losses.py).
+
+    The teacher comes either from the batch (rows streamed from a logit store) or, in online mode, from a
+    frozen teacher model run on the same windows every step (the paper's original implementation).
+    """
+
+    def __init__(self, temperature: float, w_teacher: float, w_data: float, tail: str,
+                 transition_epoch: int | str, teacher_model: torch.nn.Module | None = None,
+                 online_top_k: int | None = None, source: str = ""):
+        self.temperature, self.w_teacher, self.w_data, self.tail = temperature, w_teacher, w_data, tail
+        self.transition_epoch, self.teacher_model, self.source = transition_epoch, teacher_model, source
+        self.online_top_k = online_top_k
+
+    def uses_teacher(self, epoch: int) -> bool:
+        return self.transition_epoch == "all" or epoch <= int(self.transition_epoch)
+
+    def describe(self) -> dict[str, Any]:
+        return {"temperature": self.temperature, "w_teacher": self.w_teacher, "w_data": self.w_data,
+                "tail": self.tail, "transition_epoch": self.transition_epoch,
+                "mode": "online" if self.teacher_model is not None else "store", "teacher_logits": self.source}
+
+    def __call__(self, model: torch.nn.Module, batch: Batch, epoch: int) -> StepLoss:
+        from pipeline.losses import superstill_loss
+
+        if not self.uses_teacher(epoch):
+            return DataObjective()(model, batch, epoch)
+        ids, logp, tail = self._teacher(batch)
+        logits = model(batch.inputs)  # [B, C, V]
+        result = superstill_loss(logits.view(-1, logits.size(-1)), batch.targets.reshape(-1), ids, logp, tail,
+                                 temperature=self.temperature, w_teacher=self.w_teacher, w_data=self.w_data,
+                                 tail=self.tail)
+        return StepLoss(result.loss, {"loss_teacher": result.teacher_term, "loss_data": result.data_term})
+
+    def _teacher(self, batch: Batch):
+        """(ids [N, k], log-probs [N, k], tail [N]) at T for the batch's B*C input positions."""
+        if self.teacher_model is None:
+            if batch.teacher is None:
+                raise RuntimeError("a store-fed superstill step got a batch without teacher rows")
+            return batch.teacher.at_temperature(self.temperature)
+        from pipeline.teacher_rows import teacher_rows_from_logits
+
+        teacher = self.teacher_model.to(batch.inputs.device)
+        with torch.no_grad():
+            logits = teacher(batch.inputs)  # [B, C, V]
+        k = self.online_top_k or logits.size(-1)
+        rows = teacher_rows_from_logits(logits.view(-1, logits.size(-1)), k, (self.temperature,))
+        return rows.at_temperature(self.temperature)

@@ -1,0 +1,155 @@
+"""`pipeline dump-teacher`: run the frozen teacher once and write its top-k distributions to a logit store.
+
+Shards are the unit of work: under torchrun each rank computes and writes whole shards (zarr rewrites a
+whole shard file per write, so two writers of one shard would lose rows), rank 0 alone creates and
+finishes the store. `--resume` skips shards whose completion marker is set.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from pipeline.checkpoint import file_sha256, load_model
+from pipeline.distributed import DistContext, resolve_device, setup, teardown
+from pipeline.dumping import BackgroundWriter, compute_rows
+from pipeline.errors import UserError
+from pipeline.logit_store import DEFAULT_CODEC, LogitStoreMeta, LogitStoreWriter
+from pipeline.progress import ProgressBar, log
+from pipeline.storage import exists
+from pipeline.teacher_rows import check_temperatures
+from pipeline.teacher_windows import windows_for
+from pipeline.token_store import SPLITS, TokenStore
+
+
+@dataclass
+class DumpTeacherConfig:
+    checkpoint: str
+    """Teacher checkpoint file or run directory."""
+    tokens: str
+    """Token store the teacher reads (its fingerprint is recorded)."""
+    out: str
+    """Logit store location: local path or fsspec URL."""
+    top_k: int = 64
+    """Ids stored per position."""
+    temperatures: list[float] = field(default_factory=lambda: [1.0, 6.0])
+    """Temperatures whose normalizer and tail are stored exactly (any T's top-k log-probs are exact)."""
+    stride: int = 0
+    """Step between teacher windows; 0 = the teacher's context (non-overlapping)."""
+    split: str = "all"
+    """"train", "val" or "all"."""
+    batch_size: int = 32
+    """Teacher windows per forward pass."""
+    codec: str | None = None
+    """Compressor preset (default: the measured best, see docs/STORE.md)."""
+    shard_rows: int = 65536
+    chunk_rows: int = 4096
+    device: str = "auto"
+    resume: bool = False
+    force: bool = False
+
+    def __post_init__(self) -> None:
+        self.temperatures = list(check_temperatures(self.temperatures, "--temperature"))
+        if self.split not in (*SPLITS, "all"):
+            raise UserError(f"--split {self.split}: expected train, val or all")
+        if self.batch_size < 1:
+            raise UserError(f"--batch-size {self.batch_size} must be at least 1")
+        if self.resume and self.force:
+            raise UserError("--resume and --force contradict each other; pick one")
+
+
+def run(config: DumpTeacherConfig) -> dict[str, Any]:
+    context = setup("cuda" if config.device.startswith("cuda") or (config.device == "auto" and torch.cuda.is_available()) else "cpu")
+    try:
+        return _dump(config, context)
+    finally:
+        teardown(context)
+
+
+def _expected_meta(config: DumpTeacherConfig, tokens: TokenStore, model, sha: str) -> LogitStoreMeta:
+    splits = list(SPLITS) if config.split == "all" else [config.split]
+    return LogitStoreMeta(
+        token_fingerprint=tokens.fingerprint, vocab_size=tokens.vocab_size, k=config.top_k,
+        positions={s: tokens.split_size(s) for s in splits}, context=model.config.context,
+        stride=config.stride or model.config.context, temperatures=tuple(config.temperatures),
+        teacher={"checkpoint_sha256": sha, "model": vars(model.config).copy()}, tokens=str(config.tokens),
+        shard_rows=config.shard_rows, chunk_rows=config.chunk_rows, codec=config.codec or DEFAULT_CODEC)
+
+
+def _open_store(config: DumpTeacherConfig, meta: LogitStoreMeta, context: DistContext) -> LogitStoreWriter:
+    if context.is_main:
+        if config.resume and exists(config.out):
+            LogitStoreWriter.open_for_writing(config.out, meta)  # validates settings before anyone writes
+        elif config.resume:
+            raise UserError(f"--resume: no logit store at {config.out} to resume; run without --resume")
+        elif exists(config.out) and not config.force:
+            raise UserError(f"--out {config.out} already exists; pass --resume to finish an interrupted dump "
+                            f"or --force to recompute it")
+        else:
+            LogitStoreWriter.create(config.out, meta, force=config.force)
+    context.barrier()
+    return LogitStoreWriter.open_for_writing(config.out, meta)
+
+
+def _dump(config: DumpTeacherConfig, context: DistContext) -> dict[str, Any]:
+    tokens = TokenStore.open(config.tokens)
+    model, payload = load_model(config.checkpoint)
+    if model.config.vocab_size != tokens.vocab_size:
+        raise UserError(f"--checkpoint {config.checkpoint} predicts {model.config.vocab_size} ids but --tokens "
+                        f"{config.tokens} has a {tokens.vocab_size}-word vocabulary; use the teacher's token store")
+    if config.top_k > tokens.vocab_size:
+        raise UserError(f"--top-k {config.top_k} is larger than the vocabulary ({tokens.vocab_size})")
+    meta = _expected_meta(config, tokens, model, file_sha256(config.checkpoint))
+    writer = _open_store(config, meta, context)
+    device = resolve_device(config.device, context)
+    amp = torch.bfloat16 if device.type == "cuda" else None
+    model = model.to(device)
+    started = time.perf_counter()
+    computed = _write_shards(writer, model, tokens, config, device, amp, context)
+    context.barrier()
+    seconds = time.perf_counter() - started
+    positions = context.all_reduce_sum(float(computed))
+    result: dict[str, Any] = {"location": config.out, "positions_computed": int(positions), "seconds": seconds}
+    if context.is_main:
+        final = LogitStoreWriter.open_for_writing(config.out, meta)
+        stats = final.finish({"dump_wall_time_s": round(seconds, 3), "positions_per_s": round(positions / max(seconds, 1e-9), 1),
+                              "world_size": context.world, "device": str(device), "teacher_parameters": model.num_parameters()})
+        result.update(stats=stats.stats)
+        log(f"dump-teacher: {int(positions):,} positions in {seconds:,.1f}s, "
+            f"{stats.stats['bytes_per_position']:.1f} bytes/position -> {config.out}", context)
+    return result
+
+
+def _write_shards(writer: LogitStoreWriter, model, tokens: TokenStore, config: DumpTeacherConfig,
+                  device: torch.device, amp, context: DistContext) -> int:
+    meta = writer.meta
+    work = [(split, shard) for split in meta.splits for shard in range(meta.n_shards(split))
+            if shard % context.world == context.rank and shard not in writer.completed_shards(split)]
+    per_shard = {(s, i): writer.shard_range(s, i) for s, i in work}
+    total = sum(hi - lo for lo, hi in per_shard.values())
+    bar = ProgressBar(total, 0, "dump-teacher", 1, context, unit="position")
+    background = BackgroundWriter(writer.write_shard)
+    ids_by_split = {split: tokens.read(split) for split in meta.splits}
+    try:
+        for split, shard in work:
+            lo, hi = per_shard[(split, shard)]
+            ids = ids_by_split[split]
+            windows = windows_for(lo, hi, meta.context, meta.stride, ids.size)
+            rows = compute_rows(model, ids, windows, meta.k, meta.temperatures, config.batch_size, device, amp)
+            background.submit(split, shard, rows)
+            bar.update(steps=hi - lo)
+    except KeyboardInterrupt:
+        background.drain()
+        raise UserError(f"interrupted; the shards written so far are kept: re-run with --resume to finish {config.out}") from None
+    except OSError as error:
+        raise UserError(f"writing {config.out} failed ({error}); free space or fix access, then re-run with --resume") from None
+    finally:
+        bar.close()
+    try:
+        background.drain()
+    except OSError as error:
+        raise UserError(f"writing {config.out} failed ({error}); free space or fix access, then re-run with --resume") from None
+    return total
