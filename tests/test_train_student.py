@@ -1,0 +1,106 @@
+"""train-student: transition, store-fed == online, w1 = 0 == baseline, refusal of foreign stores, resume."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from pipeline.batching import BatchStream, WindowPlan
+from pipeline.checkpoint import load_model
+from pipeline.cli import main
+from pipeline.logit_store import LogitStore
+from pipeline.objectives import SuperstillObjective
+from pipeline.token_store import TokenStore
+from stages.dump_teacher import DumpTeacherConfig, run as dump
+from stages.train_student import TrainStudentConfig, run as train_student
+from stages.train_teacher import TrainTeacherConfig, run as train_teacher
+from tests.factories import micro_token_store, overrides
+from tests.test_dump_teacher import SMALL_SHARDS
+from tests.test_training import assert_same_weights, weights
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("student")
+    tokens = micro_token_store(str(root / "tokens"))
+    teacher = str(root / "teacher")
+    train_teacher(TrainTeacherConfig(tokens=tokens, out=teacher, preset="tiny-teacher",
+                                     overrides=overrides(train={"epochs": 1, "max_steps_per_epoch": 30})))
+    vocab = TokenStore.open(tokens).vocab_size
+    dump(DumpTeacherConfig(checkpoint=teacher, tokens=tokens, out=str(root / "full"), top_k=vocab,
+                           temperatures=[2.0], split="train", **SMALL_SHARDS))
+    dump(DumpTeacherConfig(checkpoint=teacher, tokens=tokens, out=str(root / "top8"), top_k=8, **SMALL_SHARDS))
+    return {"tokens": tokens, "teacher": teacher, "full": str(root / "full"), "top8": str(root / "top8")}
+
+
+def student(setup, out, epochs=2, steps=6, resume=False, **options):
+    config = TrainStudentConfig(tokens=setup["tokens"], out=str(out), preset="tiny-student", resume=resume,
+                                overrides=overrides(model={"n_layer": 2},
+                                                    train={"epochs": epochs, "max_steps_per_epoch": steps}),
+                                **options)
+    return train_student(config)
+
+
+def epochs_of(out):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_transition_epoch_switches_to_plain_cross_entropy(setup, tmp_path):
+    student(setup, tmp_path / "s", epochs=3, teacher_logits=setup["top8"], transition_epoch=2, temperature=1.0)
+    lines = epochs_of(tmp_path / "s")
+    assert [l["superstill"] for l in lines] == [True, True, False]
+    assert lines[0]["loss_teacher"] is not None and lines[1]["loss_teacher"] is not None
+    assert lines[2]["loss_teacher"] is None and lines[2]["loss"] == pytest.approx(lines[2]["loss_data"])
+    steps = [json.loads(l) for l in (tmp_path / "s" / "steps.jsonl").read_text().splitlines()]
+    assert all("loss_teacher" in s and "loss_data" in s for s in steps if s["epoch"] <= 2)
+
+
+def test_store_fed_equals_online_when_the_store_holds_the_full_vocabulary(setup):
+    tokens = TokenStore.open(setup["tokens"])
+    store = LogitStore.open(setup["full"])
+    teacher_model, _ = load_model(setup["teacher"])
+    torch.manual_seed(0)
+    from pipeline.model import GPT
+    model = GPT(teacher_model.config).eval()  # any student; eval() so dropout draws no randomness
+    ids = tokens.read("train")
+    stream = BatchStream(ids, WindowPlan(ids.size, 16, 256, seed=0), 4, row_source=lambda lo, hi: store.read_rows("train", lo, hi))
+    batch = next(iter(stream.epoch(1)))
+    stored = SuperstillObjective(2.0, 0.6, 0.4, "bucket", "all")(model, batch, 1)
+    online = SuperstillObjective(2.0, 0.6, 0.4, "bucket", "all", teacher_model=teacher_model)(model, batch, 1)
+    # float16 scores in the store are the only difference
+    assert float(stored.loss.detach()) == pytest.approx(float(online.loss.detach()), rel=2e-4)
+    assert float(stored.terms["loss_teacher"]) == pytest.approx(float(online.terms["loss_teacher"]), rel=2e-4)
+
+
+def test_zero_teacher_weight_trains_like_the_baseline(setup, tmp_path):
+    base = student(setup, tmp_path / "baseline")
+    same = student(setup, tmp_path / "w0", teacher_logits=setup["top8"], w_teacher=0.0, w_data=1.0, temperature=1.0)
+    assert json.loads((tmp_path / "baseline" / "run.json").read_text())["kind"] == "baseline"
+    assert same["val_ppl"] == pytest.approx(base["val_ppl"], rel=1e-4)  # same data order, same init, same loss
+
+
+def test_store_fed_resume_is_exact(setup, tmp_path):
+    options = dict(teacher_logits=setup["top8"], temperature=6.0)
+    student(setup, tmp_path / "straight", **options)
+    student(setup, tmp_path / "resumed", epochs=1, **options)
+    student(setup, tmp_path / "resumed", resume=True, **options)
+    assert_same_weights(weights(tmp_path / "straight"), weights(tmp_path / "resumed"))
+
+
+def test_foreign_or_incomplete_stores_and_bad_options_are_refused(setup, tmp_path):
+    runner = CliRunner()
+    other = micro_token_store(str(tmp_path / "other"), n_chars=30_000)
+    base = ["train-student", "--preset", "tiny-student", "--set", "model.context=16"]
+    result = runner.invoke(main, base + ["--tokens", other, "--out", str(tmp_path / "a"), "--teacher-logits", setup["top8"]])
+    assert result.exit_code != 0 and "fingerprint" in result.output and "Traceback" not in result.output
+    result = runner.invoke(main, base + ["--tokens", setup["tokens"], "--out", str(tmp_path / "b"),
+                                         "--teacher-logits", setup["full"], "--teacher-checkpoint", setup["teacher"]])
+    assert result.exit_code != 0 and "alternatives" in result.output
+    result = runner.invoke(main, base + ["--tokens", setup["tokens"], "--out", str(tmp_path / "c"),
+                                         "--teacher-logits", setup["top8"], "--transition-epoch", "soon"])
+    assert result.exit_code != 0 and "--transition-epoch" in result.output
+    result = runner.invoke(main, base + ["--tokens", setup["tokens"], "--out", str(tmp_path / "d"),
+                                         "--teacher-logits", str(tmp_path / "nothing")])
+    assert result.exit_code != 0 and "Traceback" not in result.output
