@@ -102,19 +102,32 @@ class ExperimentConfig:
         try:
             config = cls(
                 name=data["name"], corpus=list(data["corpus"]), description=data.get("description", ""),
-                teacher=ModelStage(**data["teacher"]), student=ModelStage(**data["student"]),
-                variants=[Variant(**v) for v in data.get("variants", [])], tokenize=dict(data.get("tokenize", {})),
-                dump=DumpStage(**data.get("dump", {})), baseline=data.get("baseline", True))
+                teacher=_table(ModelStage, data["teacher"], f"{source} [teacher]"),
+                student=_table(ModelStage, data["student"], f"{source} [student]"),
+                variants=[_table(Variant, v, f"{source} [[variants]]") for v in data.get("variants", [])],
+                tokenize=dict(data.get("tokenize", {})), dump=_table(DumpStage, data.get("dump", {}), f"{source} [dump]"),
+                baseline=data.get("baseline", True))
         except KeyError as error:
             raise UserError(f"{source}: missing key {error.args[0]!r}") from None
-        except TypeError as error:  # unexpected keyword in a table
-            raise UserError(f"{source}: {error}") from None
         config.teacher.validate(f"{source} [teacher]")
         config.student.validate(f"{source} [student]")
         names = [v.name for v in config.variants]
         if len(set(names)) != len(names):
             raise UserError(f"{source}: variant names must be unique, got {names}")
         return config
+
+
+def _table(cls, values: dict[str, Any], where: str):
+    """Build a dataclass from a TOML table, naming unknown or missing keys."""
+    fields = dataclasses.fields(cls)
+    unknown = set(values) - {f.name for f in fields}
+    if unknown:
+        raise UserError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(f.name for f in fields)}")
+    required = [f.name for f in fields if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [name for name in required if name not in values]
+    if missing:
+        raise UserError(f"{where}: missing key(s) {', '.join(missing)}")
+    return cls(**values)
 
 
 def builtin_names() -> list[str]:
