@@ -1,0 +1,399 @@
+"""The logit store: a teacher's top-k next-token distribution for every position of a token store.
+
+    STORE/zarr.json        group; attributes["superstill"] = LogitStoreMeta.to_dict()
+    STORE/<split>/{ids, score_deltas, log_normalizer, tail_mass}   data, sharded by `shard_rows` rows
+    STORE/<split>/shard_complete   [n_shards] uint8, one object per element: 1 = shard written
+
+docs/STORE.md is the full spec (a store is readable with zarr + numpy alone). One process `create`s
+a store; any number write disjoint whole shards; `finish` sets `complete` last.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import fsspec
+import google_crc32c
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
+
+from pipeline import __version__
+from pipeline.errors import UserError
+from pipeline.storage import check_writable, exists, local_path, remove
+from pipeline.teacher_rows import DEFAULT_TEMPERATURES, TeacherRows, check_temperatures
+from pipeline.token_store import SPLITS, TokenStore, smallest_uint_dtype
+
+FORMAT_NAME = "superstill.logits"
+FORMAT_VERSION = 1
+DATA_ARRAYS = ("ids", "score_deltas", "log_normalizer", "tail_mass")
+CONTENT_FIELDS = ("token_fingerprint", "vocab_size", "k", "temperatures", "positions", "context", "stride", "shard_rows",
+                  "chunk_rows", "codec", "teacher")  # what a resume must match
+LAYOUT = ("row p = teacher's distribution of token p+1; ids by descending logit z; scores = z - max z = "
+          "cumsum(score_deltas, axis=1, dtype=uint16).view(float16); log softmax(z/T) = scores/T - "
+          "log_normalizer[:, j] at temperatures[j]; see docs/STORE.md")
+# Lossless compressor presets (crc32c is always appended), measured by benchmarks/bench_store_codec.py.
+CODECS: dict[str, Callable[[], list]] = {
+    "zstd-3": lambda: [ZstdCodec(level=3)],
+    "blosc-lz4-shuffle": lambda: [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")],
+    "blosc-zstd3-shuffle": lambda: [BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")],
+    "blosc-zstd4-shuffle": lambda: [BloscCodec(cname="zstd", clevel=4, shuffle="shuffle")],
+    "blosc-zstd5-shuffle": lambda: [BloscCodec(cname="zstd", clevel=5, shuffle="shuffle")],
+    "blosc-zstd5-bitshuffle": lambda: [BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle")],
+    "blosc-zstd9-shuffle": lambda: [BloscCodec(cname="zstd", clevel=9, shuffle="shuffle")],
+}
+DEFAULT_CODEC = "blosc-zstd4-shuffle"
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise UserError(message)
+
+
+@dataclass
+class LogitStoreMeta:
+    """Everything recorded about a logit store; round-trips through `to_dict`/`from_dict`."""
+
+    token_fingerprint: str
+    """`TokenStore.fingerprint` of the tokens the rows were computed from."""
+    vocab_size: int
+    """V: ids are in [0, V); c_T and the tail are over all V."""
+    k: int
+    """Ids stored per position."""
+    positions: dict[str, int]
+    """Rows per split (= tokens in that split of the token store); its keys are the splits stored."""
+    context: int
+    """C, the teacher's window length in tokens."""
+    stride: int
+    """S, the step between windows (S <= C: each position after the first window sees >= C - S tokens)."""
+    teacher: dict[str, Any]
+    """{"checkpoint_sha256": ..., "model": ModelConfig dict} of the teacher."""
+    temperatures: tuple[float, ...] = DEFAULT_TEMPERATURES
+    """Temperatures at which c_T and the tail were computed exactly."""
+    tokens: str = ""
+    """Where the token store was (informational; the fingerprint is what is checked)."""
+    shard_rows: int = 65536
+    """Rows per shard file: the unit of work, resume and transfer."""
+    chunk_rows: int = 4096
+    """Rows per compressed, checksummed inner chunk: the unit of a training read."""
+    codec: str = DEFAULT_CODEC
+    """Name of the compressor preset (see CODECS)."""
+    codec_json: list[dict[str, Any]] = field(default_factory=list)
+    """The preset's zarr codec JSON (filled in by `create`)."""
+    dtypes: dict[str, str] = field(default_factory=dict)
+    """numpy dtype of each stored array (filled in by `create`)."""
+    layout: str = LAYOUT
+    """How to decode a row, in one line (docs/STORE.md has the rest)."""
+    stats: dict[str, Any] = field(default_factory=dict)
+    """Top-k mass per split and T, stored bytes, bytes per position, dump wall time (set by `finish`)."""
+    created_at: str = ""
+    """UTC time `create` ran (ISO 8601)."""
+    format: str = FORMAT_NAME
+    """Always "superstill.logits"."""
+    version: int = FORMAT_VERSION
+    """Format version; readers refuse newer ones."""
+    tool_version: str = __version__
+    """superstill version that created the store."""
+    complete: bool = False
+    """False until `finish` has checked every shard; readers refuse incomplete stores."""
+
+    def __post_init__(self) -> None:
+        _check(self.format == FORMAT_NAME, f"not a logit store (format {self.format!r}, expected {FORMAT_NAME!r})")
+        _check(self.version <= FORMAT_VERSION, f"logit store format version {self.version} is newer than "
+                                               f"this tool ({FORMAT_VERSION}); upgrade superstill")
+        self.temperatures = check_temperatures(self.temperatures)
+        _check(self.vocab_size >= 1, f"vocab_size must be >= 1, got {self.vocab_size}")
+        _check(1 <= self.k <= self.vocab_size, f"--top-k {self.k} must be between 1 and the vocabulary size {self.vocab_size}")
+        _check(self.context >= 1 and 1 <= self.stride <= self.context,
+               f"--stride {self.stride} must be between 1 and the context {self.context}")
+        _check(self.shard_rows >= 1 and self.chunk_rows >= 1 and self.shard_rows % self.chunk_rows == 0,
+               f"--shard-rows {self.shard_rows} must be a positive multiple of --chunk-rows {self.chunk_rows}")
+        _check(bool(self.positions), "a logit store needs at least one split")
+        for split, count in self.positions.items():
+            _check(split in SPLITS, f"--split {split}: expected one of {', '.join(SPLITS)}")
+            _check(count >= 0, f"positions of {split} must be >= 0, got {count}")
+
+    @property
+    def splits(self) -> list[str]:
+        return list(self.positions)
+
+    def n_shards(self, split: str) -> int:
+        return math.ceil(self.positions[split] / self.shard_rows)
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))  # tuples become lists, as zarr stores them
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "LogitStoreMeta":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def differences(self, other: "LogitStoreMeta") -> list[str]:
+        """Fields that define the stored content and differ (a resume must match all of them)."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        return [f"{n}: {mine[n]!r} != {theirs[n]!r}" for n in CONTENT_FIELDS if mine[n] != theirs[n]]
+
+
+def _zarr_location(location: str) -> str:
+    """Plain paths and file:// URLs go to zarr's LocalStore; other URLs to its fsspec store."""
+    return str(local_path(location) or location)
+
+
+class _Store:
+    """What the reader and the writer share: the group, its metadata and shard bookkeeping."""
+
+    def __init__(self, location: str, group: zarr.Group, meta: LogitStoreMeta, option: str):
+        self.location, self.group, self.meta, self.option = str(location), group, meta, option
+        self._arrays: dict[str, zarr.Array] = {}  # opening one rereads its zarr.json: ~1 ms
+
+    @staticmethod
+    def _open(location: str, mode: str, option: str) -> tuple[zarr.Group, LogitStoreMeta]:
+        if not exists(location):
+            raise UserError(f"{option} {location}: no such logit store; create one with `pipeline dump-teacher`")
+        try:
+            group = zarr.open_group(_zarr_location(location), mode=mode, zarr_format=3)
+            attrs = group.attrs.asdict()
+        except Exception as error:  # zarr raises several types for "not a group"
+            raise UserError(f"{option} {location} is not a logit store ({type(error).__name__})") from None
+        if attrs.get("superstill", {}).get("format") != FORMAT_NAME:
+            raise UserError(f"{option} {location} is not a logit store (no {FORMAT_NAME} metadata; if a dump was "
+                            f"interrupted while creating it, start over with --force)")
+        return group, LogitStoreMeta.from_dict(attrs["superstill"])
+
+    def _split(self, split: str) -> str:
+        if split not in self.meta.positions:
+            raise UserError(f"{self.option} {self.location} has no {split!r} split (it has "
+                            f"{', '.join(self.meta.splits)}); dump that split with `pipeline dump-teacher`")
+        return split
+
+    def array(self, split: str, name: str) -> zarr.Array:
+        key = f"{self._split(split)}/{name}"
+        if key not in self._arrays:  # write even all-zero chunks: a written shard always has its file
+            self._arrays[key] = self.group[key].with_config({"write_empty_chunks": True})
+        return self._arrays[key]
+
+    def positions(self, split: str) -> int:
+        return self.meta.positions[self._split(split)]
+
+    def shard_range(self, split: str, shard: int) -> tuple[int, int]:
+        """Rows [start, stop) of one shard."""
+        if not 0 <= shard < self.meta.n_shards(self._split(split)):
+            raise ValueError(f"{split} has {self.meta.n_shards(split)} shards, not shard {shard}")
+        start = shard * self.meta.shard_rows
+        return start, min(start + self.meta.shard_rows, self.meta.positions[split])
+
+    def completed_shards(self, split: str) -> set[int]:
+        markers = self.array(split, "shard_complete")
+        return {int(s) for s in np.flatnonzero(markers[:])} if markers.shape[0] else set()
+
+    def shard_file(self, split: str, name: str, shard: int) -> str:
+        """Path or URL of the object holding one shard of one array."""
+        key = self.array(split, name).metadata.encode_chunk_key((shard, 0))
+        return f"{self.location.rstrip('/')}/{split}/{name}/{key}"
+
+
+
+class LogitStoreWriter(_Store):
+    """Creates a store (one process) and writes whole shards (any process, disjoint shards)."""
+
+    @classmethod
+    def create(cls, location: str, meta: LogitStoreMeta, force: bool = False, option: str = "--out") -> "LogitStoreWriter":
+        """Write the group metadata and empty arrays; existing `location` needs `force`."""
+        _check(meta.codec in CODECS, f"--codec {meta.codec!r} is unknown; choose one of {', '.join(CODECS)}")
+        check_writable(location, force, option)
+        if exists(location):
+            remove(location)
+        compressors = CODECS[meta.codec]() + [Crc32cCodec()]
+        dtypes = {"ids": smallest_uint_dtype(meta.vocab_size).name, "score_deltas": "uint16",
+                  "log_normalizer": "float32", "tail_mass": "float32", "shard_complete": "uint8"}
+        meta = dataclasses.replace(meta, complete=False, stats={}, dtypes=dtypes, layout=LAYOUT,
+                                   codec_json=[c.to_dict() for c in compressors], tool_version=__version__,
+                                   created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        group = zarr.open_group(_zarr_location(location), mode="w", zarr_format=3)
+        for split, count in meta.positions.items():
+            for name in DATA_ARRAYS:
+                width = meta.k if name in ("ids", "score_deltas") else len(meta.temperatures)
+                group.create_array(f"{split}/{name}", shape=(count, width), dtype=dtypes[name],
+                                   chunks=(meta.chunk_rows, width), shards=(meta.shard_rows, width),
+                                   compressors=compressors, fill_value=0, dimension_names=["position", None])
+            # Chunks of 1: each marker is its own object, so writers of different shards never collide.
+            group.create_array(f"{split}/shard_complete", shape=(meta.n_shards(split),), dtype="uint8",
+                               chunks=(1,), compressors=None, fill_value=0)
+        group.attrs["superstill"] = meta.to_dict()  # last: a half-created store has no metadata
+        return cls(location, group, meta, option)
+
+    @classmethod
+    def open_for_writing(cls, location: str, expected: LogitStoreMeta | None = None,
+                         option: str = "--out") -> "LogitStoreWriter":
+        """Reopen an unfinished store to write (more) shards; `expected` must match what it holds."""
+        group, meta = cls._open(location, "r+", option)
+        if meta.complete:
+            raise UserError(f"{option} {location} is already complete; nothing to resume (pass --force to recompute it)")
+        diffs = meta.differences(expected) if expected is not None else []
+        if diffs:
+            raise UserError(f"{option} {location} was started with different settings ({'; '.join(diffs)}); "
+                            f"resume with the original settings or pass --force to start over")
+        return cls(location, group, meta, option)
+
+    def write_shard(self, split: str, shard: int, rows: TeacherRows) -> None:
+        """Write all arrays of one shard (one zarr write each: a shard file is rewritten per write), then its marker."""
+        start, stop = self.shard_range(split, shard)
+        meta = self.meta
+        if len(rows) != stop - start or rows.k != meta.k or rows.vocab_size != meta.vocab_size:
+            raise ValueError(f"{split} shard {shard} needs {stop - start} rows of k={meta.k}, V={meta.vocab_size}; "
+                             f"got {len(rows)} rows of k={rows.k}, V={rows.vocab_size}")
+        if rows.temperatures != meta.temperatures:
+            raise ValueError(f"rows have temperatures {rows.temperatures}, the store {meta.temperatures}")
+        if len(rows) and not 0 <= int(rows.ids.min()) <= int(rows.ids.max()) < meta.vocab_size:
+            raise ValueError(f"{split} shard {shard}: ids outside [0, {meta.vocab_size})")
+        for name, values in rows.to_stored(meta.dtypes["ids"]).items():
+            self.array(split, name)[start:stop] = values
+        self.array(split, "shard_complete")[shard] = 1  # last: the shard counts only now
+
+    def finish(self, stats: dict[str, Any] | None = None) -> LogitStoreMeta:
+        """Check every shard is written, record stats (caller's keys win), then mark complete."""
+        for split in self.meta.splits:
+            missing = sorted(set(range(self.meta.n_shards(split))) - self.completed_shards(split))
+            if missing:
+                raise UserError(f"{self.option} {self.location}: cannot finish, {split} shards "
+                                f"{_ranges(missing)} are not written; resume the dump")
+        stored = sum(self.array(split, name).nbytes_stored()
+                     for split in self.meta.splits for name in DATA_ARRAYS + ("shard_complete",))
+        total = sum(self.meta.positions.values())
+        self.meta.stats = {"topk_mass": {s: self._topk_mass(s) for s in self.meta.splits}, "stored_bytes": stored,
+                           "bytes_per_position": stored / max(total, 1), **(stats or {})}
+        self.meta.complete = True
+        self.group.attrs["superstill"] = self.meta.to_dict()
+        return self.meta
+
+    def _topk_mass(self, split: str) -> dict[str, dict[str, float]]:
+        """Mean and min of 1 - tail over the split's positions, per listed T."""
+        count, total, low = 0, np.zeros(len(self.meta.temperatures)), np.ones(len(self.meta.temperatures))
+        for shard in range(self.meta.n_shards(split)):
+            tail = self.array(split, "tail_mass")[slice(*self.shard_range(split, shard))].astype(np.float64)
+            count, total, low = count + len(tail), total + (1 - tail).sum(0), np.minimum(low, (1 - tail).min(0))
+        return {f"{t:g}": {"mean": float(total[j] / max(count, 1)), "min": float(low[j])}
+                for j, t in enumerate(self.meta.temperatures)}
+
+
+def _ranges(items: list[int]) -> str:
+    """The first few of a list of shard numbers, for messages."""
+    return ", ".join(map(str, items[:12])) + (", ..." if len(items) > 12 else "")
+
+
+class LogitStore(_Store):
+    """Read access to a logit store (complete unless asked otherwise)."""
+
+    @classmethod
+    def open(cls, location: str, require_complete: bool = True, option: str = "--teacher-logits") -> "LogitStore":
+        group, meta = cls._open(location, "r", option)
+        store = cls(location, group, meta, option)
+        if require_complete and not meta.complete:
+            done = sum(len(store.completed_shards(split)) for split in meta.splits)
+            raise UserError(f"{option} {location} is incomplete ({done} of {sum(map(meta.n_shards, meta.splits))} "
+                            f"shards written, an interrupted dump); finish it with `pipeline dump-teacher ... --resume`")
+        return store
+
+    def read_rows(self, split: str, start: int, stop: int) -> TeacherRows:
+        """Rows [start, stop) of a split as CPU tensors."""
+        if not 0 <= start <= stop <= self.positions(split):
+            raise ValueError(f"rows [{start}, {stop}) are outside {split}'s {self.positions(split)} positions")
+        arrays = {name: self.array(split, name)[start:stop] for name in DATA_ARRAYS}
+        return TeacherRows.from_stored(arrays, self.meta.temperatures, self.meta.vocab_size)
+
+    def check_matches(self, tokens: TokenStore, split: str) -> None:
+        """UserError unless these rows were computed from exactly `tokens`' `split`."""
+        mine, theirs = self.meta, f"--tokens {tokens.location}"
+        for differs, what in [
+                (mine.vocab_size != tokens.vocab_size, f"has a vocabulary of {mine.vocab_size:,} ids but {theirs} "
+                                                       f"has {tokens.vocab_size:,}"),
+                (mine.token_fingerprint != tokens.fingerprint, f"was computed from tokens with fingerprint "
+                 f"{mine.token_fingerprint[:16]}, not {theirs} ({tokens.fingerprint[:16]})"),
+                (self.positions(split) != tokens.split_size(split), f"has {self.positions(split):,} {split} rows "
+                 f"but {theirs} has {tokens.split_size(split):,} {split} tokens")]:
+            if differs:
+                raise UserError(f"{self.option} {self.location} {what}; dump the teacher again for these tokens")
+
+    def verify(self) -> list[str]:
+        """Read every chunk of every array; one message per problem (empty: the store is sound)."""
+        problems = []
+        for split in self.meta.splits:
+            missing = sorted(set(range(self.meta.n_shards(split))) - self.completed_shards(split))
+            if missing:
+                problems.append(f"{split}: {len(missing)} of {self.meta.n_shards(split)} shards are not written "
+                                f"({_ranges(missing)}); finish with `pipeline dump-teacher ... --resume`")
+            for shard in sorted(self.completed_shards(split)):
+                problems += self._verify_shard(split, shard)
+        return problems
+
+    def _verify_shard(self, split: str, shard: int) -> list[str]:
+        start, stop = self.shard_range(split, shard)
+        problems = []
+        for name in DATA_ARRAYS:
+            path = self.shard_file(split, name, shard)
+            try:
+                if not exists(path):  # zarr would silently read a missing shard as zeros
+                    problems.append(f"{split}/{name}: shard {shard} file {path} is missing")
+                self.array(split, name)[start:stop]
+            except Exception as error:  # noqa: BLE001 - any decode failure is a finding
+                problems += self._locate(split, name, shard, path, error)
+        if problems:
+            return problems
+        rows = self.read_rows(split, start, stop)
+        scores, tail = rows.scores.float(), rows.tail_mass
+        checks = {"ids outside the vocabulary": bool((rows.ids >= self.meta.vocab_size).any()),
+                  "scores not descending from 0": bool((scores[:, 0] != 0).any() or (scores.diff(dim=1) > 0).any()),
+                  "tail_mass outside [0, 1]": bool(((tail < 0) | (tail > 1)).any()),
+                  "log_normalizer below 0": bool((rows.log_normalizer < 0).any())}
+        return [f"{split} shard {shard} (rows {start}-{stop - 1}): {what}" for what, bad in checks.items() if bad]
+
+    def _locate(self, split: str, name: str, shard: int, path: str, error: Exception) -> list[str]:
+        """Name the inner chunks (or the index) of a shard file whose CRC32C fails."""
+        fs, root = fsspec.core.url_to_fs(path)
+        data = fs.cat_file(root)
+        chunks = self.meta.shard_rows // self.meta.chunk_rows
+        index_bytes = data[len(data) - 16 * chunks - 4:]
+        if not _crc_ok(index_bytes):
+            return [f"{split}/{name}: shard {shard} index fails its CRC32C check in {path}"]
+        index = np.frombuffer(index_bytes[:-4], dtype="<u8").reshape(chunks, 2)  # (offset, length) per chunk
+        bad = [c for c, (offset, length) in enumerate(index)
+               if offset != 2**64 - 1 and not _crc_ok(data[offset:offset + length])]
+        if not bad:
+            return [f"{split}/{name}: shard {shard} in {path} cannot be read: {str(error).splitlines()[0]}"]
+        first = shard * self.meta.shard_rows + np.array(bad) * self.meta.chunk_rows
+        return [f"{split}/{name}: chunk {c} of shard {shard} (rows {a}-{a + self.meta.chunk_rows - 1}) fails its "
+                f"CRC32C check in {path}" for c, a in zip(bad, first)]
+
+    def summary(self) -> str:
+        meta, stats = self.meta, self.meta.stats
+        state = "complete" if meta.complete else "INCOMPLETE (resume with `pipeline dump-teacher ... --resume`)"
+        model = ", ".join(f"{key}={value}" for key, value in sorted(meta.teacher.get("model", {}).items()))
+        temps = ", ".join(f"{t:g}" for t in meta.temperatures)
+        lines = [f"logit store {self.location}",
+                 f"  format        {meta.format} v{meta.version} (written by superstill {meta.tool_version}), {state}",
+                 f"  tokens        {meta.tokens or '?'} (fingerprint {meta.token_fingerprint[:16]})",
+                 f"  teacher       sha256 {str(meta.teacher.get('checkpoint_sha256', '?'))[:16]}; {model}",
+                 f"  distribution  top-{meta.k} of {meta.vocab_size:,} ids, exact at T = {temps}; "
+                 f"context {meta.context}, stride {meta.stride}",
+                 f"  layout        shards of {meta.shard_rows:,} rows, chunks of {meta.chunk_rows:,}, "
+                 f"codec {meta.codec} + crc32c, ids {meta.dtypes.get('ids', '?')}"]
+        lines += [f"  {split:<13} {meta.positions[split]:,} positions, {len(self.completed_shards(split))}/"
+                  f"{meta.n_shards(split)} shards written" for split in meta.splits]
+        if "bytes_per_position" in stats:
+            lines.append(f"  size          {stats['stored_bytes']:,} bytes, {stats['bytes_per_position']:.1f} bytes/position")
+        lines += [f"  top-k mass    {split}: " + "; ".join(f"T={t} mean {v['mean']:.4f} min {v['min']:.4f}"
+                                                   for t, v in per_t.items())
+                  for split, per_t in stats.get("topk_mass", {}).items()]
+        lines += [f"  {key:<13} {stats[key]}" for key in sorted(stats)
+                  if key not in ("topk_mass", "stored_bytes", "bytes_per_position")]
+        return "\n".join(lines + [f"  created       {meta.created_at}"])
+
+
+def _crc_ok(data: bytes) -> bool:
+    """True if the last 4 bytes are the little-endian CRC32C of the rest (zarr's crc32c codec)."""
+    return len(data) >= 4 and google_crc32c.value(bytes(data[:-4])) == int.from_bytes(data[-4:], "little")
