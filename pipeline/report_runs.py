@@ -24,6 +24,7 @@ from typing import Any
 import zarr
 
 from pipeline.errors import UserError
+from pipeline.run_dir import read_epochs
 from pipeline.storage import local_path
 
 RUN_FILE, METRICS_FILE = "run.json", "metrics.jsonl"
@@ -115,28 +116,6 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise UserError(f"{path} is not valid JSON ({error}); re-run the stage that wrote it or delete it") from None
-
-
-def read_epochs(path: Path, notes: list[str]) -> list[dict[str, Any]]:
-    """The "epoch" events of a metrics.jsonl, deduplicated by epoch (last wins), sorted by epoch.
-
-    A truncated final line (a run killed mid-write) is skipped with a note; a bad line elsewhere is an error.
-    """
-    lines = path.read_text(encoding="utf-8").splitlines()
-    by_epoch: dict[int, dict[str, Any]] = {}
-    for index, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            if index == len(lines) - 1:
-                notes.append(f"{path}: skipped a truncated last line (the run was probably interrupted mid-write).")
-                continue
-            raise UserError(f"{path} line {index + 1} is not valid JSON; repair or delete that line") from None
-        if isinstance(event, dict) and event.get("event") == "epoch" and isinstance(event.get("epoch"), int):
-            by_epoch[event["epoch"]] = event
-    return [by_epoch[epoch] for epoch in sorted(by_epoch)]
 
 
 def read_run(directory: Path, default_kind: str, notes: list[str]) -> RunResult | None:

@@ -58,16 +58,30 @@ class RunDir:
 
     def epochs(self) -> list[dict[str, Any]]:
         """Epoch records, last one per epoch winning (a resumed epoch may appear twice)."""
-        if not self.metrics_path.is_file():
-            return []
-        by_epoch: dict[int, dict[str, Any]] = {}
-        for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                record = json.loads(line)
-                if record.get("event") == "epoch":
-                    by_epoch[record["epoch"]] = record
-        return [by_epoch[e] for e in sorted(by_epoch)]
+        return read_epochs(self.metrics_path, []) if self.metrics_path.is_file() else []
 
     def finished(self, epochs: int) -> bool:
         done = self.epochs()
         return self.checkpoint_path.is_file() and bool(done) and done[-1]["epoch"] >= epochs
+
+
+def read_epochs(path: Path, notes: list[str]) -> list[dict[str, Any]]:
+    """The "epoch" events of a metrics.jsonl, deduplicated by epoch (last wins), sorted by epoch.
+
+    A truncated final line (a run killed mid-write) is skipped with a note; a bad line elsewhere is an error.
+    """
+    lines = path.read_text(encoding="utf-8").splitlines()
+    by_epoch: dict[int, dict[str, Any]] = {}
+    for index, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            if index == len(lines) - 1:
+                notes.append(f"{path}: skipped a truncated last line (the run was probably interrupted mid-write).")
+                continue
+            raise UserError(f"{path} line {index + 1} is not valid JSON; repair or delete that line") from None
+        if isinstance(event, dict) and event.get("event") == "epoch" and isinstance(event.get("epoch"), int):
+            by_epoch[event["epoch"]] = event
+    return [by_epoch[epoch] for epoch in sorted(by_epoch)]
