@@ -184,7 +184,7 @@ class TokenStore:
         for split in SPLITS:
             docs = meta.counts.get(f"{split}_documents", "?")
             lines.append(f"  {split:<13} {self.split_size(split):,} tokens in {docs} documents")
-        for key in sorted(k for k in meta.counts if not k.endswith(("_documents", "_tokens"))):
+        for key in sorted(k for k in meta.counts if not k.endswith("_documents") and k not in ("train_tokens", "val_tokens")):
             lines.append(f"  {key:<13} {meta.counts[key]}")
         skipped = [m for m in meta.manifest if m.get("skipped")]
         lines.append(f"  files         {len(meta.manifest) - len(skipped)} used, {len(skipped)} skipped")

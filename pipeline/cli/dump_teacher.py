@@ -2,8 +2,6 @@ from __future__ import annotations
 
 import click
 
-from pipeline.logit_store import CODECS, DEFAULT_CODEC
-
 
 @click.command("dump-teacher")
 @click.option("--checkpoint", required=True, help="Teacher checkpoint file or run directory.")
@@ -15,7 +13,7 @@ from pipeline.logit_store import CODECS, DEFAULT_CODEC
 @click.option("--stride", type=int, default=0, help="Step between teacher windows (0 = the teacher's context).")
 @click.option("--split", type=click.Choice(["train", "val", "all"]), default="all", help="Which split(s) to dump.")
 @click.option("--batch-size", type=int, default=32, help="Teacher windows per forward pass.")
-@click.option("--codec", type=click.Choice(list(CODECS)), default=DEFAULT_CODEC, help="Compressor preset.")
+@click.option("--codec", default=None, help="Compressor preset (default: the measured best; the list is in docs/STORE.md).")
 @click.option("--shard-rows", type=int, default=65536, help="Positions per shard file (unit of work and transfer).")
 @click.option("--chunk-rows", type=int, default=4096, help="Positions per compressed chunk (unit of a training read).")
 @click.option("--device", default="auto", help="auto | cpu | cuda | cuda:N.")
