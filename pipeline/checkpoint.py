@@ -17,11 +17,11 @@ import torch
 from pipeline import __version__
 from pipeline.config import ModelConfig, TrainConfig, model_config_from_dict, to_dict
 from pipeline.errors import UserError
+from pipeline.run_dir import CHECKPOINT_FILE
 from pipeline.storage import atomic_write_bytes
 
 FORMAT_NAME = "superstill.checkpoint"
 FORMAT_VERSION = 1
-CHECKPOINT_FILE = "checkpoint.pt"
 
 
 def resolve_path(path: str | os.PathLike, option: str = "--checkpoint") -> Path:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pipeline.checkpoint import CHECKPOINT_FILE
-from pipeline.distributed import DistContext
 from pipeline.errors import UserError
 from pipeline.storage import atomic_write_text
+
+if TYPE_CHECKING:
+    from pipeline.distributed import DistContext
+
+CHECKPOINT_FILE = "checkpoint.pt"
 
 
 class RunDir:
@@ -25,7 +28,7 @@ class RunDir:
     def metrics_path(self) -> Path:
         return self.path / "metrics.jsonl"
 
-    def prepare(self, resume: bool, force: bool, context: DistContext) -> None:
+    def prepare(self, resume: bool, force: bool, context: "DistContext") -> None:
         """Refuse to clobber a run unless --force; --resume needs a checkpoint to resume from."""
         if resume:
             if not self.checkpoint_path.is_file():

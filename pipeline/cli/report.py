@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import click
 
-from stages.report import ReportConfig, run
-
 
 @click.command("report")
 @click.argument("run_dir", metavar="RUN")
@@ -17,5 +15,7 @@ def command(run_dir: str, baseline: str | None) -> None:
     Safe to run while the experiment is still training: it reports what is there so far, and rebuilds
     report.md and figures/ in place each time.
     """
+    from stages.report import ReportConfig, run
+
     outputs = run(ReportConfig(run_dir=run_dir, baseline=baseline))
     click.echo(str(outputs.markdown))
