@@ -25,6 +25,8 @@ class Perplexity:
 
     @property
     def ppl(self) -> float:
+        if math.isnan(self.nll):
+            return float("nan")
         return math.exp(self.nll) if self.nll < 700 else float("inf")
 
 

@@ -27,8 +27,8 @@ holds, at temperature T, its top-k ids (distinct, by descending probability), lo
 Both terms are means over the rows whose target is not `ignore_index` (-100, as in F.cross_entropy);
 ignored rows get a zero gradient. A batch with no valid rows gives 0 (not nan) and a zero gradient.
 
-Implementation: a `torch.autograd.Function` walks the rows in chunks whose temporaries stay small (a few
-MB, so they live in cache), computes both softmaxes, the loss terms and the closed-form gradient w.r.t.
+Implementation: a `torch.autograd.Function` walks the rows in chunks whose temporaries stay small (16 MB
+each, mostly cache-resident), computes both softmaxes, the loss terms and the closed-form gradient w.r.t.
 the logits, and writes the gradient into one [N, V] buffer in the logits' dtype; backward only scales it
 by grad_output. No dense teacher distribution over V and no second autograd pass over [N, V] exist.
 Closed forms, with zT = z / T, q = softmax(zT), p = softmax(z), per valid row (M valid rows):
@@ -54,10 +54,12 @@ from torch import Tensor
 
 TAIL_MODES = ("bucket", "renorm")
 IGNORE_INDEX = -100
-# Bytes per [rows, V] chunk temporary. Three or four of them (p, q, the gradient, a float32 copy of
-# bf16 logits) at ~4 MB stay in the last-level cache, so the passes after the first read are cheap,
-# while chunks stay large enough that per-op Python overhead is small. Tuned by benchmarks/bench_loss.py.
-CHUNK_BYTES = 4 * 2**20
+# Bytes per [rows, V] chunk temporary (p and q; plus a float32 copy of bf16 logits and of their gradient,
+# so at most 64 MB of temporaries). Each chunk costs ~6 parallel regions, and a thread barrier is cheap
+# on an idle machine but costs a scheduler slice (~ms) when neighbours load the 2 cores: measured at
+# N=4096, V=50,000 (benchmarks/bench_loss.py), 4 MB chunks were as fast as 16 MB idle but 4x slower
+# under load; 16 MB kept within ~5% of the best idle time at both the tiny and the paper-small shapes.
+CHUNK_BYTES = 16 * 2**20
 
 
 @dataclass(frozen=True)

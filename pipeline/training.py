@@ -7,8 +7,6 @@ train-subset perplexity, append a line to metrics.jsonl and write a checkpoint a
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -96,6 +94,9 @@ class _Trainer:
         torch.manual_seed(self.cfg.seed)
         self.model = GPT(run.model_config).to(self.device)
         self.train_ids, self.val_ids = run.tokens.read("train"), run.tokens.read("val")
+        if self.val_ids.size < 2:
+            log(f"warning: {run.tokens.location} has no held-out split; only train-subset perplexity is measured "
+                f"(tokenize with --val-fraction > 0 for an honest held-out number)", context)
         plan = WindowPlan(self.train_ids.size, run.model_config.context, self.cfg.shuffle_block_tokens, self.cfg.seed)
         self.stream = BatchStream(self.train_ids, plan, self.cfg.batch_size, context.rank, context.world, run.row_source)
         self.steps = self._steps_per_epoch(1)
@@ -219,12 +220,13 @@ class _Trainer:
         record: dict[str, Any] = {}
         if self.ctx.is_main:
             evaluated = time.perf_counter()
-            val, train_subset = self.evaluate("val"), self.evaluate("train")
+            train_subset = self.evaluate("train")
+            val = self.evaluate("val") if self.val_ids.size >= 2 else Perplexity(nll=float("nan"), tokens=0)
             record = {"event": "epoch", "epoch": epoch, "step": self.state.global_step,
                       "tokens_seen": self.state.tokens_seen, "wall_time_s": round(self.state.wall_time_s, 3),
                       "eval_time_s": round(time.perf_counter() - evaluated, 3),
                       "train_ppl": train_subset.ppl, "train_nll": train_subset.nll, "train_eval_tokens": train_subset.tokens,
-                      "val_ppl": val.ppl, "val_nll": val.nll, "val_eval_tokens": val.tokens,
+                      "val_ppl": _finite(val.ppl), "val_nll": _finite(val.nll), "val_eval_tokens": val.tokens,
                       "loss": means.get("loss"), "loss_data": means.get("loss_data"),
                       "loss_teacher": means.get("loss_teacher"), "tokens_per_s": round(tokens_per_s, 1),
                       "lr": self.scheduler.get_last_lr()[0], "superstill": self.run.objective.uses_teacher(epoch),
@@ -251,6 +253,11 @@ class _Trainer:
                             run={"kind": self.run.kind, "token_fingerprint": self.run.tokens.fingerprint,
                                  "superstill": self.run.objective.describe()},
                             position=vars(self.state).copy())
+
+
+def _finite(value: float) -> float | None:
+    """JSON has no NaN: an unmeasured value is null."""
+    return None if math.isnan(value) else value
 
 
 def _floats(terms: dict[str, torch.Tensor]) -> dict[str, float]:

@@ -151,3 +151,16 @@ def test_cli_evaluate_errors(store, tmp_path):
     assert result.exit_code != 0 and "longer than the model's context" in result.output
     result = runner.invoke(main, ["evaluate", "--checkpoint", str(tmp_path / "run"), "--tokens", store])
     assert result.exit_code == 0 and "val perplexity" in result.output
+
+
+def test_a_store_without_held_out_split_trains_and_records_no_val_perplexity(store, tmp_path):
+    import numpy as np
+
+    from pipeline.token_store import TokenStoreMeta, write_token_store
+
+    source = TokenStore.open(store)
+    meta = TokenStoreMeta(vocab_size=source.vocab_size, dtype="", tokenizer={}, counts={}, manifest=[])
+    empty_val = write_token_store(str(tmp_path / "noval"), {"train": source.read("train"), "val": np.zeros(0, np.int64)},
+                                  source.vocab, meta)
+    last = teacher(empty_val.location, tmp_path / "run", epochs=1, steps=2)
+    assert last["val_ppl"] is None and last["train_ppl"] > 1
