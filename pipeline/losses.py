@@ -27,8 +27,8 @@ holds, at temperature T, its top-k ids (distinct, by descending probability), lo
 Both terms are means over the rows whose target is not `ignore_index` (-100, as in F.cross_entropy);
 ignored rows get a zero gradient. A batch with no valid rows gives 0 (not nan) and a zero gradient.
 
-Implementation: a `torch.autograd.Function` walks the rows in chunks whose temporaries stay small (16 MB
-each, mostly cache-resident), computes both softmaxes, the loss terms and the closed-form gradient w.r.t.
+Implementation: a `torch.autograd.Function` walks the rows in chunks whose temporaries stay small (64 MB
+in all, see CHUNK_BYTES), computes both softmaxes, the loss terms and the closed-form gradient w.r.t.
 the logits, and writes the gradient into one [N, V] buffer in the logits' dtype; backward only scales it
 by grad_output. No dense teacher distribution over V and no second autograd pass over [N, V] exist.
 Closed forms, with zT = z / T, q = softmax(zT), p = softmax(z), per valid row (M valid rows):
@@ -54,12 +54,13 @@ from torch import Tensor
 
 TAIL_MODES = ("bucket", "renorm")
 IGNORE_INDEX = -100
-# Bytes per [rows, V] chunk temporary (p and q; plus a float32 copy of bf16 logits and of their gradient,
-# so at most 64 MB of temporaries). Each chunk costs ~6 parallel regions, and a thread barrier is cheap
-# on an idle machine but costs a scheduler slice (~ms) when neighbours load the 2 cores: measured at
-# N=4096, V=50,000 (benchmarks/bench_loss.py), 4 MB chunks were as fast as 16 MB idle but 4x slower
-# under load; 16 MB kept within ~5% of the best idle time at both the tiny and the paper-small shapes.
-CHUNK_BYTES = 16 * 2**20
+# Bytes of [rows, V] chunk temporaries in all: q, p too without a gradient (with one, p is written into
+# the gradient rows), and float32 copies of z and of the gradient rows for bf16/fp16 logits.
+# Why this large: each chunk costs ~6 parallel regions (thread barriers), cheap on an idle machine but a
+# scheduler slice (~ms) each when neighbours load the 2 cores. Loss fwd+bwd medians under such load, as
+# a ratio to F.cross_entropy (N=2048 V=12k / N=4096 V=50k): 8 MB 2.9x / 3.2x, 16 MB 1.8x / 1.9x,
+# 64 MB 1.7x / 0.87x. Idle, smaller chunks win by only 10-25% (better cache reuse).
+CHUNK_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,8 @@ def _compute(logits: Tensor, targets: Tensor, teacher_ids: Tensor, teacher_logp:
     n, vocab = logits.shape
     plan = _plan(logits, targets, teacher_ids, teacher_logp, teacher_tail, spec)
     grad = torch.empty_like(logits) if want_grad else None
-    rows = max(1, min(n, spec.chunk_rows or CHUNK_BYTES // (vocab * 4)))
+    temporaries = 1 + (not want_grad) + 2 * (logits.dtype != plan.dtype)
+    rows = max(1, min(n, spec.chunk_rows or CHUNK_BYTES // (temporaries * vocab * plan.dtype.itemsize)))
     bufs = _Buffers(rows, vocab, plan.dtype, logits.dtype, logits.device, want_grad)
     stats = _RowStats.empty(n, teacher_ids.shape[1], plan.dtype, logits.device)
     for start in range(0, n, rows):
@@ -173,7 +175,6 @@ class _Plan:
     target: Tensor      # [N, 1] int64, ignored rows pointed at id 0 so gathers stay in range
     p_k: Tensor         # [N, k] teacher target on the top-k ids (renorm: renormalized to sum 1)
     p_tail: Tensor      # [N, 1] teacher tail mass (bucket; zeros for renorm)
-    w_t: Tensor         # [N, 1] w_t
     w_d: Tensor         # [N, 1] w_d
     w_mass: Tensor      # [N, 1] w_t * S, S = sum_k p_k + p_tail (the teacher mass the gradient sees)
     w_tail: Tensor      # [N, 1] w_t * p_tail
@@ -193,7 +194,7 @@ def _plan(logits, targets, teacher_ids, teacher_logp, teacher_tail, spec: _Spec)
         p_tail = torch.zeros(len(targets), 1, dtype=dtype, device=logits.device)
     weight = valid.to(dtype).unsqueeze(1) * inv_m
     w_t, w_d = weight * (spec.w_teacher * spec.temperature), weight * spec.w_data
-    return _Plan(dtype, valid, inv_m, torch.where(valid, targets, 0).unsqueeze(1), p_k, p_tail, w_t, w_d,
+    return _Plan(dtype, valid, inv_m, torch.where(valid, targets, 0).unsqueeze(1), p_k, p_tail, w_d,
                  w_t * (p_k.sum(1, keepdim=True) + p_tail), w_t * p_tail, -w_t * p_k, -w_d)
 
 
@@ -203,10 +204,18 @@ class _Buffers:
     def __init__(self, rows: int, vocab: int, dtype, logits_dtype, device, want_grad: bool):
         def make():
             return torch.empty(rows, vocab, dtype=dtype, device=device)
-        self.p = make()                                            # softmax(z)
+        # softmax(z) is written where the gradient rows will be (it is their first term), so a float32
+        # gradient needs no p buffer; bf16/fp16 logits get float32 copies of z and of the gradient.
+        self.p = None if want_grad else make()
         self.q = make()                                            # softmax(z / T)
-        self.z = make() if logits_dtype != dtype else None         # z upcast from bf16/fp16
-        self.g = make() if want_grad and logits_dtype != dtype else None  # gradient before downcast
+        self.z = make() if logits_dtype != dtype else None
+        self.g = make() if want_grad and logits_dtype != dtype else None
+
+    def p_rows(self, grad, rows: slice, c: int) -> Tensor:
+        """Where softmax(z) of this chunk goes: the gradient's rows (float32 staging for bf16), else p."""
+        if grad is None:
+            return self.p[:c]
+        return self.g[:c] if self.g is not None else grad[rows]
 
 
 @dataclass(frozen=True)
@@ -243,7 +252,7 @@ def _dense_chunk(logits, teacher_ids, plan: _Plan, bufs: _Buffers, stats: _RowSt
     if bufs.z is not None:
         z = bufs.z[:c].copy_(z)
     ids = teacher_ids[rows]
-    p = _softmax_into(z, bufs.p[:c])
+    p = _softmax_into(z, bufs.p_rows(grad, rows, c))
     q = p if spec.temperature == 1.0 else _softmax_into(
         torch.mul(z, 1.0 / spec.temperature, out=bufs.q[:c]), bufs.q[:c])
     torch.gather(z, 1, ids, out=stats.z_k[rows])
@@ -272,17 +281,17 @@ def _outside_coefficient(q, ids, plan: _Plan, stats: _RowStats, rows: slice, spe
 
 
 def _gradient_chunk(p, q, ids, q_k, p_k, outside, plan: _Plan, bufs: _Buffers, grad, rows) -> None:
-    """grad rows = w_d (p - onehot(target)) + w_t dl_t/dzT, written straight into the output buffer."""
-    c = p.shape[0]
-    g = bufs.g[:c] if bufs.g is not None else grad[rows]
-    torch.mul(p, plan.w_d[rows], out=g)
-    g.addcmul_(q, outside)                                 # right everywhere but the top-k and the target
+    """grad rows = w_d (p - onehot(target)) + w_t dl_t/dzT, built in place where p was written."""
+    if q is p:                                             # T = 1: one distribution, one pass
+        p.mul_(plan.w_d[rows] + outside)
+    else:
+        p.mul_(plan.w_d[rows]).addcmul_(q, outside)        # right everywhere but the top-k and the target
     # Top-k ids: w_t (S q_k - p_teacher_k) + w_d p_k; q (and p when T = 1) were zeroed there: overwrite.
     top_k = torch.addcmul(plan.k_base[rows], q_k, plan.w_mass[rows]).addcmul_(p_k, plan.w_d[rows])
-    g.scatter_(1, ids, top_k)
-    g.scatter_add_(1, plan.target[rows], plan.neg_w_d[rows])
+    p.scatter_(1, ids, top_k)
+    p.scatter_add_(1, plan.target[rows], plan.neg_w_d[rows])
     if bufs.g is not None:
-        grad[rows].copy_(g)
+        grad[rows].copy_(p)
 
 
 def _row_losses(logits, plan: _Plan, stats: _RowStats, spec: _Spec) -> tuple[Tensor, Tensor]:

@@ -95,6 +95,10 @@ class SuperstillObjective:
         teacher = self.teacher_model.to(batch.inputs.device)
         with torch.no_grad():
             logits = teacher(batch.inputs)  # [B, C, V]
-        k = self.online_top_k or logits.size(-1)
-        rows = teacher_rows_from_logits(logits.view(-1, logits.size(-1)), k, (self.temperature,))
+        logits = logits.float().view(-1, logits.size(-1))  # [N, V]
+        if not self.online_top_k or self.online_top_k >= logits.size(-1):
+            # The full distribution needs no ranking: every id, exact log-probabilities, no tail.
+            ids = torch.arange(logits.size(-1), device=logits.device).expand_as(logits)
+            return ids, torch.log_softmax(logits / self.temperature, dim=-1), logits.new_zeros(logits.size(0))
+        rows = teacher_rows_from_logits(logits, self.online_top_k, (self.temperature,))
         return rows.at_temperature(self.temperature)
