@@ -8,7 +8,7 @@ saved next to every output.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline.errors import UserError

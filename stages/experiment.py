@@ -98,7 +98,7 @@ def run(config: ExperimentRunConfig) -> Path:
 
 def _plan(experiment: ExperimentConfig, out: Path) -> list[tuple[str, str, Callable[[bool], Any]]]:
     """(stage name, key, action(resume)) in order; keys chain so an upstream change invalidates downstream."""
-    from stages import dump_teacher, tokenize, train_student, train_teacher
+    from stages import dump_teacher, tokenize, train_teacher
 
     tokens, teacher, logits = out / "tokens", out / "teacher", out / "teacher-logits"
     tokens_key = _key({"corpus": experiment.corpus, **experiment.tokenize})

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import zarr
 from click.testing import CliRunner
 
 from pipeline.checkpoint import load_model
