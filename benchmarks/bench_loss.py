@@ -1,7 +1,7 @@
 """How much the superstill loss costs next to plain cross-entropy, alone and in a head's training step.
 
-Prints, per shape, the best-of-reps time (ratios from the same run, variants interleaved so background
-load hits them alike) of forward+backward of:
+Prints, per shape, the best and the median time over a few rounds (ratios from the same run, variants
+interleaved so background load hits them alike) of forward+backward of:
   (a) F.cross_entropy on [N, V] logits (the baseline),
   (b) the fused superstill loss (pipeline.losses.superstill_loss, bucket tail),
   (c) a naive superstill loss through autograd (log_softmax at T over V, gather k, masked logsumexp for
@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import statistics
 import threading
 import time
 
@@ -90,17 +91,17 @@ class PeakRss:
             time.sleep(0.001)
 
 
-def best_times(runs: dict, reps: int, warmup: bool = True) -> dict:
-    """Best wall time of each callable over `reps` rounds, interleaved (after one warmup each)."""
+def timed(runs: dict, reps: int, warmup: bool = True) -> dict:
+    """(best, median) wall time of each callable over `reps` rounds, interleaved (after one warmup each)."""
     for run in runs.values() if warmup else ():
         run()
-    best = {name: math.inf for name in runs}
+    times = {name: [] for name in runs}
     for _ in range(reps):
         for name, run in runs.items():
             start = time.perf_counter()
             run()
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best
+            times[name].append(time.perf_counter() - start)
+    return {name: (min(t), statistics.median(t)) for name, t in times.items()}
 
 
 def bench_shape(name, n, d, vocab, k, temperature, reps):
@@ -120,21 +121,29 @@ def bench_shape(name, n, d, vocab, k, temperature, reps):
             fn(hidden @ weight).backward()
         return run
 
-    print(f"\n{name}: N={n} d={d} V={vocab} k={k} T={temperature} (best of {reps} for the loss, "
-          f"{max(1, reps // 2)} for the step; "
-          f"{torch.get_num_threads()} threads, chunk {losses.CHUNK_BYTES / 2**20:g} MB)")
+    step_reps = max(2, reps // 2)
+    print(f"\n{name}: N={n} d={d} V={vocab} k={k} T={temperature}; {reps} rounds of the loss, {step_reps} of "
+          f"the step; {torch.get_num_threads()} threads; chunks {losses.CHUNK_BYTES / 2**20:g} MB; "
+          f"load average {os.getloadavg()[0]:.1f}")
     check_agreement(fns, logits)
-    loss_t = best_times({key: loss_only(fn) for key, fn in fns.items()}, reps)
+    loss_t = timed({key: loss_only(fn) for key, fn in fns.items()}, reps)
     peak_mb = {}
     for key, fn in fns.items():                        # also the head steps' warmup
         with PeakRss() as mem:
             head_step(fn)()
         peak_mb[key] = mem.extra_mb
-    step_t = best_times({key: head_step(fn) for key, fn in fns.items()}, max(1, reps // 2), warmup=False)
-    print(f"  {'':22s} {'loss fwd+bwd':>14s} {'ratio':>6s} {'head step':>11s} {'ratio':>6s} {'peak extra RSS':>15s}")
+    step_t = timed({key: head_step(fn) for key, fn in fns.items()}, step_reps, warmup=False)
+    print(f"  {'ms: best (median)':22s} {'loss fwd+bwd':>17s} {'ratio':>11s} {'head step':>17s} {'ratio':>11s}"
+          f" {'peak extra RSS':>15s}")
     for key in fns:
-        print(f"  {key:22s} {loss_t[key] * 1e3:11.1f} ms {loss_t[key] / loss_t['a cross_entropy']:6.2f} "
-              f"{step_t[key] * 1e3:8.1f} ms {step_t[key] / step_t['a cross_entropy']:6.2f} {peak_mb[key]:11.0f} MB")
+        print(f"  {key:22s} {_cell(loss_t, key)} {_cell(step_t, key)} {peak_mb[key]:11.0f} MB")
+    print(f"  (load average now {os.getloadavg()[0]:.1f})")
+
+
+def _cell(times: dict, key: str) -> str:
+    """'best (median)' in ms, then the same as ratios to cross-entropy's."""
+    (best, median), (base_best, base_median) = times[key], times["a cross_entropy"]
+    return f"{best * 1e3:7.0f} ({median * 1e3:6.0f}) {best / base_best:5.2f} ({median / base_median:4.2f})"
 
 
 def check_agreement(fns, logits):
@@ -154,7 +163,9 @@ def check_agreement(fns, logits):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", default="tiny,paper25k,paper50k", help=f"comma list of {', '.join(SHAPES)}")
-    parser.add_argument("--reps", type=int, default=0, help="timed rounds of the loss; the head step gets half (default: 6 tiny, 2 paper-small)")
+    parser.add_argument("--reps", type=int, default=0,
+                        help="timed rounds of the loss; the head step gets half, at least 2 "
+                             "(default: 6 tiny, 3 paper-small)")
     parser.add_argument("--k", type=int, default=64)
     parser.add_argument("--temperature", type=float, default=2.0)
     parser.add_argument("--chunk-mb", type=float, default=0, help="override losses.CHUNK_BYTES (tuning)")
@@ -164,7 +175,7 @@ def main() -> None:
     torch.manual_seed(0)
     for name in args.shapes.split(","):
         n, d, vocab = SHAPES[name]
-        bench_shape(name, n, d, vocab, args.k, args.temperature, args.reps or (6 if name == "tiny" else 2))
+        bench_shape(name, n, d, vocab, args.k, args.temperature, args.reps or (6 if name == "tiny" else 3))
 
 
 if __name__ == "__main__":

@@ -21,8 +21,8 @@ holds, at temperature T, its top-k ids (distinct, by descending probability), lo
   The student is pushed to put all its softened mass on the k ids and gets no signal about the rest.
 
   Why bucket is the default, measured on five plays with k = 64: renorm at T = 6 diverged (held-out
-  perplexity 3,816 against the baseline's 285) because at high T the teacher's real mass outside the
-  top-k is large and renorm silently moves it onto the k ids; bucket stayed within 2% of full KD.
+  perplexity 3,816 against the baseline's 285) while bucket stayed within 2% of full KD. (At high T the
+  teacher's mass outside its top-k is large, and renorm moves all of it onto the k ids.)
 
 Both terms are means over the rows whose target is not `ignore_index` (-100, as in F.cross_entropy);
 ignored rows get a zero gradient. A batch with no valid rows gives 0 (not nan) and a zero gradient.
@@ -31,11 +31,12 @@ Implementation: a `torch.autograd.Function` walks the rows in chunks whose tempo
 in all, see CHUNK_BYTES), computes both softmaxes, the loss terms and the closed-form gradient w.r.t.
 the logits, and writes the gradient into one [N, V] buffer in the logits' dtype; backward only scales it
 by grad_output. No dense teacher distribution over V and no second autograd pass over [N, V] exist.
-Closed forms, with zT = z / T, q = softmax(zT), p = softmax(z), per valid row (M valid rows):
+Closed forms per valid row (M valid rows), with zT = z / T, q = softmax(zT), s = softmax(z) (the
+student's; p is always the teacher's):
 
   bucket:  S = sum_k p_k + p_tail;  dl_t/dzT_j = S q_j - p_j (j in top-k),  q_j (S - p_tail / q_tail) (else)
   renorm:  r_k = p_k / sum p;       dl_t/dzT_j = q_j - r_j   (j in top-k),  q_j                     (else)
-  data:    dl_d/dz_j = p_j - [j = target]
+  data:    dl_d/dz_j = s_j - [j = target]
   dL/dz = (w1 T / M) dl_t/dzT + (w2 / M) dl_d/dz       (the T^2 of the loss times the 1/T of zT = z/T)
 
 q_tail is the masked sum of q over the non-top-k ids, never 1 - sum_k q_k (which cancels to noise when
@@ -54,12 +55,12 @@ from torch import Tensor
 
 TAIL_MODES = ("bucket", "renorm")
 IGNORE_INDEX = -100
-# Bytes of [rows, V] chunk temporaries in all: q, p too without a gradient (with one, p is written into
-# the gradient rows), and float32 copies of z and of the gradient rows for bf16/fp16 logits.
+# Bytes of [rows, V] chunk temporaries in all: q; s = softmax(z) too without a gradient (with one, s is
+# written into the gradient rows); float32 copies of z and of the gradient rows for bf16/fp16 logits.
 # Why this large: each chunk costs ~6 parallel regions (thread barriers), cheap on an idle machine but a
-# scheduler slice (~ms) each when neighbours load the 2 cores. Loss fwd+bwd medians under such load, as
-# a ratio to F.cross_entropy (N=2048 V=12k / N=4096 V=50k): 8 MB 2.9x / 3.2x, 16 MB 1.8x / 1.9x,
-# 64 MB 1.7x / 0.87x. Idle, smaller chunks win by only 10-25% (better cache reuse).
+# scheduler slice (~ms) each when neighbours load the 2 cores. Loss fwd+bwd medians as a ratio to
+# F.cross_entropy (N=2048 V=12k / N=4096 V=50k), under such load: 8 MB 2.9x / 3.2x, 16 MB 1.8x / 1.9x,
+# 64 MB 1.7x / 0.87x; idle: 4 MB 0.58x / 0.59x (cache reuse), 64 MB 0.82x / 0.68x.
 CHUNK_BYTES = 64 * 2**20
 
 
@@ -205,16 +206,16 @@ class _Buffers:
         def make():
             return torch.empty(rows, vocab, dtype=dtype, device=device)
         # softmax(z) is written where the gradient rows will be (it is their first term), so a float32
-        # gradient needs no p buffer; bf16/fp16 logits get float32 copies of z and of the gradient.
-        self.p = None if want_grad else make()
+        # gradient needs no s buffer; bf16/fp16 logits get float32 copies of z and of the gradient.
+        self.s = None if want_grad else make()
         self.q = make()                                            # softmax(z / T)
         self.z = make() if logits_dtype != dtype else None
         self.g = make() if want_grad and logits_dtype != dtype else None
 
-    def p_rows(self, grad, rows: slice, c: int) -> Tensor:
-        """Where softmax(z) of this chunk goes: the gradient's rows (float32 staging for bf16), else p."""
+    def s_rows(self, grad, rows: slice, c: int) -> Tensor:
+        """Where softmax(z) of this chunk goes: the gradient's rows (float32 staging for bf16), else s."""
         if grad is None:
-            return self.p[:c]
+            return self.s[:c]
         return self.g[:c] if self.g is not None else grad[rows]
 
 
@@ -223,7 +224,7 @@ class _RowStats:
     """What the dense pass leaves behind per row; the loss terms are finished from these, batched."""
 
     z_k: Tensor     # [N, k] z at the teacher's ids
-    p_at_k: Tensor  # [N, k] softmax(z) at the teacher's ids (the student's, unlike _Plan.p_k)
+    s_at_k: Tensor  # [N, k] softmax(z) at the teacher's ids (the student's, unlike _Plan.p_k)
     q_at_k: Tensor  # [N, k] softmax(z / T) at the teacher's ids
     z_y: Tensor     # [N, 1] z at the target
     q_tail: Tensor  # [N, 1] student mass at T outside the top-k (bucket)
@@ -252,22 +253,22 @@ def _dense_chunk(logits, teacher_ids, plan: _Plan, bufs: _Buffers, stats: _RowSt
     if bufs.z is not None:
         z = bufs.z[:c].copy_(z)
     ids = teacher_ids[rows]
-    p = _softmax_into(z, bufs.p_rows(grad, rows, c))
-    q = p if spec.temperature == 1.0 else _softmax_into(
+    s = _softmax_into(z, bufs.s_rows(grad, rows, c))    # the student's softmax(z)
+    q = s if spec.temperature == 1.0 else _softmax_into(
         torch.mul(z, 1.0 / spec.temperature, out=bufs.q[:c]), bufs.q[:c])
     torch.gather(z, 1, ids, out=stats.z_k[rows])
     torch.gather(z, 1, plan.target[rows], out=stats.z_y[rows])
-    p_k = torch.gather(p, 1, ids, out=stats.p_at_k[rows])                # [c, k]
+    s_k = torch.gather(s, 1, ids, out=stats.s_at_k[rows])                # [c, k]
     q_k = torch.gather(q, 1, ids, out=stats.q_at_k[rows])
     if grad is None and spec.tail != "bucket":
         return
-    outside = _outside_coefficient(q, ids, plan, stats, rows, spec)   # zeroes q (and p if T = 1) on ids
+    outside = _outside_coefficient(q, ids, plan, stats, rows, spec)   # zeroes q (and s if T = 1) on ids
     if grad is not None:
-        _gradient_chunk(p, q, ids, q_k, p_k, outside, plan, bufs, grad, rows)
+        _gradient_chunk(s, q, ids, s_k, q_k, outside, plan, bufs, grad, rows)
 
 
 def _outside_coefficient(q, ids, plan: _Plan, stats: _RowStats, rows: slice, spec: _Spec) -> Tensor:
-    """[c, 1]: dL/dz_j = w_d p_j + q_j * this for ids j outside the top-k (and not the target).
+    """[c, 1]: dL/dz_j = w_d s_j + q_j * this for ids j outside the top-k (and not the target).
 
     bucket: w_t (S - p_tail / q_tail); renorm: w_t S (S = 1). Bucket zeroes q on the top-k to sum q_tail.
     """
@@ -280,18 +281,18 @@ def _outside_coefficient(q, ids, plan: _Plan, stats: _RowStats, rows: slice, spe
     return plan.w_mass[rows] - plan.w_tail[rows] / q_tail.clamp_min(floor)
 
 
-def _gradient_chunk(p, q, ids, q_k, p_k, outside, plan: _Plan, bufs: _Buffers, grad, rows) -> None:
-    """grad rows = w_d (p - onehot(target)) + w_t dl_t/dzT, built in place where p was written."""
-    if q is p:                                             # T = 1: one distribution, one pass
-        p.mul_(plan.w_d[rows] + outside)
+def _gradient_chunk(s, q, ids, s_k, q_k, outside, plan: _Plan, bufs: _Buffers, grad, rows) -> None:
+    """grad rows = w_d (s - onehot(target)) + w_t dl_t/dzT, built in place where s = softmax(z) was written."""
+    if q is s:                                             # T = 1: one distribution, one pass
+        s.mul_(plan.w_d[rows] + outside)
     else:
-        p.mul_(plan.w_d[rows]).addcmul_(q, outside)        # right everywhere but the top-k and the target
-    # Top-k ids: w_t (S q_k - p_teacher_k) + w_d p_k; q (and p when T = 1) were zeroed there: overwrite.
-    top_k = torch.addcmul(plan.k_base[rows], q_k, plan.w_mass[rows]).addcmul_(p_k, plan.w_d[rows])
-    p.scatter_(1, ids, top_k)
-    p.scatter_add_(1, plan.target[rows], plan.neg_w_d[rows])
+        s.mul_(plan.w_d[rows]).addcmul_(q, outside)        # right everywhere but the top-k and the target
+    # Top-k ids: w_t (S q_k - p_k) + w_d s_k; q (and s when T = 1) were zeroed there: overwrite.
+    top_k = torch.addcmul(plan.k_base[rows], q_k, plan.w_mass[rows]).addcmul_(s_k, plan.w_d[rows])
+    s.scatter_(1, ids, top_k)
+    s.scatter_add_(1, plan.target[rows], plan.neg_w_d[rows])
     if bufs.g is not None:
-        grad[rows].copy_(p)
+        grad[rows].copy_(s)
 
 
 def _row_losses(logits, plan: _Plan, stats: _RowStats, spec: _Spec) -> tuple[Tensor, Tensor]:
@@ -313,10 +314,10 @@ def _logsumexps(logits, stats: _RowStats, inv_t: float) -> tuple[Tensor, Tensor]
     rarely tiny; rows where it is (below sqrt(float tiny)) take the exact logsumexp over their row.
     """
     pivot = stats.z_k.argmax(1, keepdim=True)                              # [N, 1] column into the top-k
-    z_j, p_j, q_j = (t.gather(1, pivot) for t in (stats.z_k, stats.p_at_k, stats.q_at_k))
-    lse, lse_t = z_j - p_j.log(), z_j * inv_t - q_j.log()
+    z_j, s_j, q_j = (t.gather(1, pivot) for t in (stats.z_k, stats.s_at_k, stats.q_at_k))
+    lse, lse_t = z_j - s_j.log(), z_j * inv_t - q_j.log()
     floor = math.sqrt(torch.finfo(z_j.dtype).tiny)
-    redo = (torch.minimum(p_j, q_j) < floor).squeeze(1).nonzero()[:, 0]
+    redo = (torch.minimum(s_j, q_j) < floor).squeeze(1).nonzero()[:, 0]
     if len(redo):
         z = logits[redo].to(z_j.dtype)
         lse[redo], lse_t[redo] = z.logsumexp(1, keepdim=True), (z * inv_t).logsumexp(1, keepdim=True)
@@ -342,7 +343,7 @@ def _exact_tail_rows(logits, teacher_ids, plan: _Plan, stats: _RowStats, row_t, 
     row_t[redo] = -(p_k * (z_t.gather(1, ids) - lse_t)).sum(1) - (p_tail * (lse_out - lse_t)).squeeze(1)
     if grad is None:
         return
-    # dL/dz = w_t (S q - p_tail q_j / q_tail on non-top-k - p_k on top-k) + w_d (p - onehot(target))
+    # dL/dz = w_t (S q - p_tail q_j / q_tail on non-top-k - p_k on top-k) + w_d (s - onehot(target))
     g = plan.w_mass[redo] * (z_t - lse_t).exp() - plan.w_tail[redo] * (z_out - lse_out).exp()
     g.scatter_add_(1, ids, plan.k_base[redo])
     g.addcmul_(z.softmax(1), plan.w_d[redo]).scatter_add_(1, plan.target[redo], plan.neg_w_d[redo])
