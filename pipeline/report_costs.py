@@ -109,17 +109,24 @@ def _compute_table(experiment: Experiment) -> str:
 
 def _store_table(experiment: Experiment) -> str:
     store = experiment.store
-    mass = _stat(store, "stats", "mean_topk_mass")
-    mass_text = ", ".join(f"T={t}: {md.percent(number(m))}" for t, m in mass.items()) if isinstance(mass, dict) else md.NA
+    # stats.topk_mass = {split: {T: {"mean": ..., "min": ...}}} as written by LogitStoreWriter.finish
+    mass = _stat(store, "stats", "topk_mass")
+    mass_text = "; ".join(f"{split}: " + ", ".join(f"T={t}: mean {md.percent(number(m.get('mean')))}, "
+                                                   f"min {md.percent(number(m.get('min')))}" for t, m in per_t.items())
+                          for split, per_t in mass.items()) if isinstance(mass, dict) else md.NA
     positions = _stat(store, "positions")
     positions_text = (", ".join(f"{split}: {md.count(number(n))}" for split, n in positions.items())
                       if isinstance(positions, dict) else md.NA)
     rows = [["location", md.plain(experiment.store_path)], ["k (stored top-k)", md.plain(_stat(store, "k"))],
             ["temperatures", md.plain(_stat(store, "temperatures"))], ["positions", positions_text],
-            ["bytes per position", md.plain(_stat(store, "stats", "bytes_per_position"))],
+            ["bytes per position", _one_decimal(number(_stat(store, "stats", "bytes_per_position")))],
             ["stored size", md.size(number(_stat(store, "stats", "stored_bytes")))],
             ["mean top-k probability mass", mass_text]]
     return "### Teacher logit store\n\n" + md.table(["", "value"], rows)
+
+
+def _one_decimal(value: float | None) -> str:
+    return md.NA if value is None else f"{value:.1f}"
 
 
 BREAK_EVEN_INTRO = """### Break-even

@@ -47,7 +47,8 @@ def write_run(directory: Path, kind, name, params, events, superstill=None, plan
 def write_store(path: Path):
     group = zarr.open_group(str(path), mode="w", zarr_format=3)
     group.attrs["superstill"] = {"stats": {"dump_wall_time_s": 12.5, "bytes_per_position": 24,
-                                           "stored_bytes": 3 * 2 ** 20, "mean_topk_mass": {"2.0": 0.9}},
+                                           "stored_bytes": 3 * 2 ** 20,
+                                           "topk_mass": {"train": {"2": {"mean": 0.9, "min": 0.25}}}},
                                  "positions": POSITIONS, "k": 8, "temperatures": [2.0]}
 
 
@@ -120,7 +121,7 @@ def test_cost_accounting(finished_run):
             f"≤ {(dump + teacher_training) / per_student:,.2f} | 330.0 s | > 400.0 s |") in text
     # Paper reading at epoch 3 vs 4: baseline epoch 4 tokens minus student epoch 3 tokens.
     assert f"| paper, epoch 3 vs 4 | 1,000 | {per_student:.3g} | {dump / per_student:,.2f} |" in text
-    assert "| stored size | 3.0 MiB |" in text and "T=2.0: 90.0%" in text
+    assert "| stored size | 3.0 MiB |" in text and "train: T=2: mean 90.0%, min 25.0%" in text
 
 
 def test_figures_are_pngs_and_linked(finished_run):
