@@ -43,10 +43,4 @@ def main() -> None:
 
 
 for _name in COMMANDS:
-    try:
-        _module = importlib.import_module(f"pipeline.cli.{_name}")
-    except ModuleNotFoundError as _error:
-        if _error.name != f"pipeline.cli.{_name}":
-            raise
-        continue
-    main.add_command(_module.command)
+    main.add_command(importlib.import_module(f"pipeline.cli.{_name}").command)
