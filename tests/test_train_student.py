@@ -103,3 +103,14 @@ def test_foreign_or_incomplete_stores_and_bad_options_are_refused(setup, tmp_pat
     result = runner.invoke(main, base + ["--tokens", setup["tokens"], "--out", str(tmp_path / "d"),
                                          "--teacher-logits", str(tmp_path / "nothing")])
     assert result.exit_code != 0 and "Traceback" not in result.output
+
+
+def test_renorm_with_little_top_k_mass_warns(setup, tmp_path):
+    result = CliRunner().invoke(main, ["train-student", "--tokens", setup["tokens"], "--out", str(tmp_path / "r"),
+                                       "--preset", "tiny-student", "--teacher-logits", setup["top8"], "--tail", "renorm",
+                                       "--temperature", "6", "--epochs", "1", "--set", "model.context=16",
+                                       "--set", "model.d_model=32", "--set", "model.n_head=2", "--set", "model.d_ff=64",
+                                       "--set", "train.max_steps_per_epoch=2", "--set", "train.batch_size=4",
+                                       "--set", "train.eval_max_tokens=256"])
+    assert result.exit_code == 0, result.output
+    assert "warning: --tail renorm at T=6" in result.output and "--tail bucket" in result.output
