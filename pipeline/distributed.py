@@ -39,6 +39,11 @@ class DistContext:
         return float(tensor.item())
 
 
+def device_type(name: str) -> str:
+    """"cuda" or "cpu" for a --device value ("auto" means CUDA when available)."""
+    return "cuda" if name.startswith("cuda") or (name == "auto" and torch.cuda.is_available()) else "cpu"
+
+
 def setup(device_type: str) -> DistContext:
     """Join the process group if launched by torchrun (WORLD_SIZE > 1); else a single-process context."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

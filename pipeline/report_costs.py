@@ -119,14 +119,10 @@ def _store_table(experiment: Experiment) -> str:
                       if isinstance(positions, dict) else md.NA)
     rows = [["location", md.plain(experiment.store_path)], ["k (stored top-k)", md.plain(_stat(store, "k"))],
             ["temperatures", md.plain(_stat(store, "temperatures"))], ["positions", positions_text],
-            ["bytes per position", _one_decimal(number(_stat(store, "stats", "bytes_per_position")))],
+            ["bytes per position", md.decimal(number(_stat(store, "stats", "bytes_per_position")))],
             ["stored size", md.size(number(_stat(store, "stats", "stored_bytes")))],
             ["mean top-k probability mass", mass_text]]
     return "### Teacher logit store\n\n" + md.table(["", "value"], rows)
-
-
-def _one_decimal(value: float | None) -> str:
-    return md.NA if value is None else f"{value:.1f}"
 
 
 BREAK_EVEN_INTRO = """### Break-even

@@ -21,6 +21,10 @@ def ppl(value: float | None) -> str:
     return NA if value is None else f"{value:.2f}"
 
 
+def decimal(value: float | None) -> str:
+    return NA if value is None else f"{value:.1f}"
+
+
 def count(value: float | None) -> str:
     """Tokens, positions, parameters: a rounded integer with thousands separators."""
     return NA if value is None else f"{round(value):,}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,3 +43,28 @@ def resolve_for_tokens(preset: str, overrides: dict[str, dict[str, Any]], vocab_
     if model.vocab_size == 0:
         model.vocab_size = vocab_size
     return model, train
+
+
+@dataclass
+class TrainingStageConfig:
+    """What every training stage (train-teacher, train-student) takes."""
+
+    tokens: str
+    """Token store to train on."""
+    out: str
+    """Run directory (run.json, metrics.jsonl, checkpoint.pt)."""
+    preset: str = "paper-small-teacher"
+    """Model and training preset (pipeline.config.PRESETS)."""
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """{"model": {...}, "train": {...}} on top of the preset."""
+    resume: bool = False
+    """Continue the run in `out` from its checkpoint."""
+    force: bool = False
+    """Start over even if `out` holds a run."""
+
+    def open(self):
+        """(token store, model config, train config) with the vocabulary filled in from the store."""
+        from pipeline.token_store import TokenStore
+
+        tokens = TokenStore.open(self.tokens)
+        return (tokens, *resolve_for_tokens(self.preset, self.overrides, tokens.vocab_size))

@@ -19,7 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 from pipeline import __version__, checkpoint
 from pipeline.batching import BatchStream, RowSource, WindowPlan
 from pipeline.config import ModelConfig, TrainConfig, to_dict
-from pipeline.distributed import DistContext, resolve_device, setup, teardown
+from pipeline.distributed import DistContext, device_type, resolve_device, setup, teardown
 from pipeline.errors import InterruptedRun, UserError
 from pipeline.evaluation import Perplexity, eval_span, perplexity
 from pipeline.model import GPT
@@ -58,8 +58,7 @@ class _State:
 
 def train(run: TrainingRun) -> dict[str, Any]:
     """Run (or resume) training; returns the last epoch's metrics."""
-    context = setup("cuda" if run.train_config.device.startswith("cuda") or
-                    (run.train_config.device == "auto" and torch.cuda.is_available()) else "cpu")
+    context = setup(device_type(run.train_config.device))
     try:
         return _Trainer(run, context).fit()
     finally:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from pipeline.checkpoint import file_sha256, load_model
-from pipeline.distributed import DistContext, resolve_device, setup, teardown
+from pipeline.distributed import DistContext, device_type, resolve_device, setup, teardown
 from pipeline.dumping import BackgroundWriter, compute_rows
 from pipeline.errors import UserError
 from pipeline.logit_store import DEFAULT_CODEC, LogitStoreMeta, LogitStoreWriter
@@ -62,7 +62,7 @@ class DumpTeacherConfig:
 
 
 def run(config: DumpTeacherConfig) -> dict[str, Any]:
-    context = setup("cuda" if config.device.startswith("cuda") or (config.device == "auto" and torch.cuda.is_available()) else "cpu")
+    context = setup(device_type(config.device))
     try:
         return _dump(config, context)
     finally:
@@ -141,6 +141,7 @@ def _write_shards(writer: LogitStoreWriter, model, tokens: TokenStore, config: D
             rows = compute_rows(model, ids, windows, meta.k, meta.temperatures, config.batch_size, device, amp)
             background.submit(split, shard, rows)
             bar.update(steps=hi - lo)
+        background.drain()
     except KeyboardInterrupt:
         background.drain()
         raise UserError(f"interrupted; the shards written so far are kept: re-run with --resume to finish {config.out}") from None
@@ -148,8 +149,4 @@ def _write_shards(writer: LogitStoreWriter, model, tokens: TokenStore, config: D
         raise UserError(f"writing {config.out} failed ({error}); free space or fix access, then re-run with --resume") from None
     finally:
         bar.close()
-    try:
-        background.drain()
-    except OSError as error:
-        raise UserError(f"writing {config.out} failed ({error}); free space or fix access, then re-run with --resume") from None
     return total

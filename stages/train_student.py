@@ -6,7 +6,7 @@ the same data order, so the comparison is fair. With `teacher_checkpoint` it run
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ from pipeline.errors import UserError
 from pipeline.logit_store import LogitStore
 from pipeline.objectives import DataObjective, SuperstillObjective
 from pipeline.progress import log
-from pipeline.run_settings import resolve_for_tokens
+from pipeline.run_settings import TrainingStageConfig
 from pipeline.token_store import TokenStore
 from pipeline.training import TrainingRun, train
 
@@ -23,13 +23,8 @@ RENORM_WARN_MASS = 0.5  # below this mean top-k mass, renormalizing moves most o
 
 
 @dataclass
-class TrainStudentConfig:
-    tokens: str
-    """Token store to train on."""
-    out: str
-    """Run directory."""
+class TrainStudentConfig(TrainingStageConfig):
     preset: str = "paper-small-student"
-    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     teacher_logits: str | None = None
     """Logit store (from dump-teacher); None and no teacher_checkpoint = the baseline."""
     teacher_checkpoint: str | None = None
@@ -46,8 +41,6 @@ class TrainStudentConfig:
     """"bucket" (teacher's tail mass as one extra outcome) or "renorm" (top-k renormalized)."""
     transition_epoch: int | str = "all"
     """Superstill through this epoch, then plain l_d; "all" never switches."""
-    resume: bool = False
-    force: bool = False
 
     def __post_init__(self) -> None:
         if self.teacher_logits and self.teacher_checkpoint:
@@ -89,8 +82,7 @@ def _store_objective(config: TrainStudentConfig, tokens: TokenStore):
 
 
 def run(config: TrainStudentConfig) -> dict[str, Any]:
-    tokens = TokenStore.open(config.tokens)
-    model_config, train_config = resolve_for_tokens(config.preset, config.overrides, tokens.vocab_size)
+    tokens, model_config, train_config = config.open()
     row_source = None
     if config.is_baseline:
         objective, kind = DataObjective(), "baseline"
