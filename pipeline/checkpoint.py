@@ -21,7 +21,7 @@ from pipeline.run_dir import CHECKPOINT_FILE
 from pipeline.storage import atomic_write_bytes
 
 FORMAT_NAME = "superstill.checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: records the run identity; version 1 files still load (and resume, checked on the model only)
 
 
 def resolve_path(path: str | os.PathLike, option: str = "--checkpoint") -> Path:
@@ -51,15 +51,16 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save(path: str | os.PathLike, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
          scheduler: Any, model_config: ModelConfig, train_config: TrainConfig, run: dict[str, Any],
-         position: dict[str, Any]) -> None:
-    """Write atomically: a crash mid-save leaves the previous checkpoint intact."""
+         position: dict[str, Any], identity: dict[str, Any] | None = None) -> None:
+    """Write atomically: a crash mid-save leaves the previous checkpoint intact. `identity` is what
+    `--resume` must match (pipeline/run_identity.py)."""
     payload = {
         "format": FORMAT_NAME, "version": FORMAT_VERSION, "tool_version": __version__,
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "model_config": to_dict(model_config), "train_config": to_dict(train_config),
-        "run": run, "position": position, "rng": rng_state(),
+        "run": run, "position": position, "rng": rng_state(), "identity": identity,
     }
     buffer = io.BytesIO()
     torch.save(payload, buffer)
@@ -82,12 +83,27 @@ def load(path: str | os.PathLike, option: str = "--checkpoint") -> dict[str, Any
 
 
 def load_model(path: str | os.PathLike, option: str = "--checkpoint"):
-    """A model in eval mode with the checkpoint's weights, plus the checkpoint payload."""
+    """A model in eval mode with the checkpoint's weights, plus the checkpoint payload.
+
+    Weights that do not fit the recorded model, or are not finite, are a one-line error: a model built
+    from them would only produce NaN rows or a shape traceback later."""
     from pipeline.model import GPT
 
     payload = load(path, option)
-    model = GPT(model_config_from_dict(payload["model_config"]))
-    model.load_state_dict(payload["model"])
+    where = f"{option} {resolve_path(path, option)}"
+    if not isinstance(payload.get("model_config"), dict) or not isinstance(payload.get("model"), dict):
+        raise UserError(f"{where} has no model settings or weights; it is incomplete: use another checkpoint")
+    model = GPT(model_config_from_dict(payload["model_config"], f"{where} model"))
+    try:
+        model.load_state_dict(payload["model"])
+    except RuntimeError as error:
+        raise UserError(f"{where}: its weights do not fit its recorded model ({str(error).splitlines()[-1].strip()[:160]}); "
+                        f"the file is inconsistent: use another checkpoint") from None
+    broken = [name for name, tensor in payload["model"].items()
+              if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    if broken:
+        raise UserError(f"{where} holds non-finite weights ({', '.join(broken[:3])}{' ...' if len(broken) > 3 else ''}); "
+                        f"the run diverged before it was saved: use an earlier checkpoint")
     return model.eval(), payload
 
 

@@ -8,15 +8,31 @@ saved next to every output.
 from __future__ import annotations
 
 import dataclasses
+import math
+import typing
 from dataclasses import dataclass
 from typing import Any
 
 from pipeline.errors import UserError
+from pipeline.spec_parsing import build_spec, coerce, field_names
 
 
 def _check(condition: bool, message: str) -> None:
     if not condition:
         raise UserError(message)
+
+
+DEVICE_HELP = "auto (CUDA when available), cpu, cuda or cuda:N"
+PRECISIONS = ("auto", "fp32", "bf16")
+"""Compute precision: auto = bf16 autocast on CUDA, fp32 elsewhere."""
+
+
+def check_device_name(name: str, option: str = "--device") -> str:
+    """A device name's form (whether that device exists is checked when it is used)."""
+    kind, _, index = str(name).partition(":")
+    if not (name in ("auto", "cpu", "cuda") or (kind == "cuda" and index.isdigit())):
+        raise UserError(f"{option} {name!r} is not a device; use {DEVICE_HELP}")
+    return name
 
 
 @dataclass
@@ -98,12 +114,23 @@ class TrainConfig:
         self.betas = tuple(self.betas)
         _check(self.epochs >= 1, f"train.epochs must be >= 1, got {self.epochs}")
         _check(self.batch_size >= 1, f"train.batch_size must be >= 1, got {self.batch_size}")
-        _check(self.lr > 0, f"train.lr must be positive, got {self.lr}")
+        _check(math.isfinite(self.lr) and self.lr > 0, f"train.lr must be a positive number, got {self.lr}")
+        _check(self.eps > 0 and self.weight_decay >= 0 and self.grad_clip >= 0,
+               "train.eps must be > 0 and train.weight_decay, train.grad_clip >= 0")
+        _check(self.warmup_steps >= 0 and self.eval_max_tokens >= 0 and self.checkpoint_every >= 0
+               and self.max_steps_per_epoch >= 0,
+               "train.warmup_steps, eval_max_tokens, checkpoint_every and max_steps_per_epoch must be >= 0")
+        _check(self.eval_batch_size >= 1, f"train.eval_batch_size must be >= 1, got {self.eval_batch_size}")
+        check_device_name(self.device, "train.device")
         _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), f"train.betas must be two numbers in [0, 1), got {self.betas}")
         _check(self.lr_schedule in ("constant", "cosine"), f"train.lr_schedule must be constant or cosine, got {self.lr_schedule!r}")
         _check(0 < self.eval_train_fraction <= 1, f"train.eval_train_fraction must be in (0, 1], got {self.eval_train_fraction}")
-        _check(self.precision in ("auto", "fp32", "bf16"), f"train.precision must be auto, fp32 or bf16, got {self.precision!r}")
+        _check(self.precision in PRECISIONS, f"train.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         _check(self.shuffle_block_tokens >= 1, "train.shuffle_block_tokens must be positive")
+
+    # Settings a resumed run may change: they say how long and where it runs, not what it learns.
+    # Everything else is part of the run's identity (pipeline/run_identity.py).
+    RESUMABLE_CHANGES = ("epochs", "device", "compile", "checkpoint_every", "eval_batch_size")
 
 
 PAPER = dict(d_model=768, d_ff=3072, n_head=12)
@@ -120,48 +147,49 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
+SECTIONS = {"model": ModelConfig, "train": TrainConfig}
+
+
 def parse_override(text: str) -> tuple[str, str, Any]:
-    """Parse `section.field=value` (value as TOML-ish: int, float, bool, or string)."""
+    """`section.field=value` -> (section, field, value parsed by the field's type)."""
     key, sep, raw = text.partition("=")
     section, dot, name = key.strip().partition(".")
-    if not sep or not dot or section not in ("model", "train"):
+    if not sep or not dot or section not in SECTIONS:
         raise UserError(f"--set {text!r}: expected model.FIELD=VALUE or train.FIELD=VALUE")
-    raw = raw.strip()
-    value: Any
-    if raw.lower() in ("true", "false"):
-        value = raw.lower() == "true"
-    else:
-        try:
-            value = int(raw)
-        except ValueError:
-            try:
-                value = float(raw)
-            except ValueError:
-                value = raw
-    return section, name, value
+    return section, name, typed_setting(section, name, raw.strip(), f"--set {text!r}", from_text=True)
 
 
-def resolve(preset: str, overrides: dict[str, dict[str, Any]] | None = None) -> tuple[ModelConfig, TrainConfig]:
-    """Preset values, then overrides ({"model": {...}, "train": {...}}), validated."""
+def typed_setting(section: str, name: str, value: Any, where: str, from_text: bool = False) -> Any:
+    """One model/train setting, type-checked against its field as soon as it is read."""
+    cls = SECTIONS[section]
+    if name not in field_names(cls):
+        raise UserError(f"{where}: unknown setting {section}.{name}; known: {', '.join(field_names(cls))}")
+    label = f"--set {section}.{name}" if from_text else f"{where} {section}.{name}"
+    return coerce(value, typing.get_type_hints(cls)[name], label, from_text)
+
+
+def resolve(preset: str, overrides: dict[str, dict[str, Any]] | None = None,
+            where: str = "") -> tuple[ModelConfig, TrainConfig]:
+    """Preset values, then overrides ({"model": {...}, "train": {...}}), type-checked and validated."""
     if preset not in PRESETS:
         raise UserError(f"--preset {preset!r} is unknown; choose one of {', '.join(PRESETS)}")
-    merged = {section: dict(PRESETS[preset].get(section, {})) for section in ("model", "train")}
+    merged = {section: dict(PRESETS[preset].get(section, {})) for section in SECTIONS}
     for section, values in (overrides or {}).items():
-        known = {f.name for f in dataclasses.fields(ModelConfig if section == "model" else TrainConfig)}
-        for name, value in values.items():
-            if name not in known:
-                raise UserError(f"unknown setting {section}.{name}; known: {', '.join(sorted(known))}")
-            merged[section][name] = value
-    return ModelConfig(**merged["model"]), TrainConfig(**merged["train"])
+        if section not in SECTIONS:
+            raise UserError(f"{where or 'settings'}: unknown section {section!r}; use model or train")
+        merged[section].update(values)
+    prefix = f"{where} " if where else ""
+    return (build_spec(ModelConfig, merged["model"], f"{prefix}model"),
+            build_spec(TrainConfig, merged["train"], f"{prefix}train"))
 
 
 def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
-    return ModelConfig(**data)
+def model_config_from_dict(data: dict[str, Any], where: str = "model") -> ModelConfig:
+    return build_spec(ModelConfig, data, where)
 
 
-def train_config_from_dict(data: dict[str, Any]) -> TrainConfig:
-    return TrainConfig(**data)
+def train_config_from_dict(data: dict[str, Any], where: str = "train") -> TrainConfig:
+    return build_spec(TrainConfig, data, where)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from pipeline.errors import UserError
+
 
 @dataclass(frozen=True)
 class DistContext:
@@ -34,7 +36,9 @@ class DistContext:
     def all_reduce_sum(self, value: float) -> float:
         if not self.enabled:
             return value
-        tensor = torch.tensor([value], dtype=torch.float64)
+        # NCCL reduces only CUDA tensors; gloo CPU ones.
+        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+        tensor = torch.tensor([value], dtype=torch.float64, device=device)
         dist.all_reduce(tensor)
         return float(tensor.item())
 
@@ -60,13 +64,23 @@ def teardown(context: DistContext) -> None:
         dist.destroy_process_group()
 
 
-def resolve_device(name: str, context: DistContext) -> torch.device:
-    """"auto" picks CUDA when present; under torchrun each rank takes its LOCAL_RANK GPU."""
+def resolve_device(name: str, context: DistContext, option: str = "--device") -> torch.device:
+    """"auto" picks CUDA when present; under torchrun each rank takes its LOCAL_RANK GPU.
+
+    A device that is not there is a one-line error, not a CUDA traceback deep inside torch."""
+    from pipeline.config import check_device_name
+
+    check_device_name(name, option)
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and context.enabled:
         name = f"cuda:{context.local_rank}"
     device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"{option} {name}: no CUDA GPU is visible to torch here; use --device cpu (or auto)")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UserError(f"{option} {name}: only {torch.cuda.device_count()} CUDA device(s) are visible; "
+                        f"use cuda:0..cuda:{torch.cuda.device_count() - 1}")
     if device.type == "cuda":
         torch.cuda.set_device(device)
     return device

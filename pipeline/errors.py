@@ -16,3 +16,9 @@ class InterruptedRun(UserError):
     """A long job was interrupted after saving what it had; re-run with --resume."""
 
     exit_code = 130
+
+
+class DivergedRun(UserError):
+    """Training produced a non-finite loss; nothing after the last checkpoint was saved."""
+
+    exit_code = 3

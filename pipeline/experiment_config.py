@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import PRESETS, resolve
+from pipeline.distillation import DistillationSpec
 from pipeline.errors import UserError
+from pipeline.spec_parsing import build_spec, coerce
 
 
 @dataclass
@@ -22,7 +24,9 @@ class ModelStage:
     """A model to train: a preset plus overrides."""
 
     preset: str
+    """A preset name (pipeline.config.PRESETS)."""
     epochs: int
+    """Passes over the training split."""
     model: dict[str, Any] = field(default_factory=dict)
     """Overrides of ModelConfig fields."""
     train: dict[str, Any] = field(default_factory=dict)
@@ -32,12 +36,10 @@ class ModelStage:
         return {"model": dict(self.model), "train": {**self.train, "epochs": self.epochs}}
 
     def validate(self, where: str) -> None:
+        """Type-check and range-check every override now, not after the stages before this one ran."""
         if self.preset not in PRESETS:
-            raise UserError(f"{where}.preset {self.preset!r} is unknown; choose one of {', '.join(PRESETS)}")
-        try:
-            resolve(self.preset, self.overrides())
-        except UserError as error:
-            raise UserError(f"{where}: {error}") from None
+            raise UserError(f"{where} preset {self.preset!r} is unknown; choose one of {', '.join(PRESETS)}")
+        resolve(self.preset, self.overrides(), where)
 
 
 @dataclass
@@ -52,27 +54,34 @@ class DumpStage:
     codec: str | None = None
 
 
+TOKENIZE_KEYS = ("vocab_size", "val_fraction", "seed", "lowercase", "workers")
+"""Options of `pipeline tokenize` an experiment's [tokenize] table may set."""
+
+
 @dataclass
 class Variant:
     """One superstilled student (all share the student preset and the store)."""
 
     name: str
-    temperature: float = 6.0
-    transition_epoch: int | str = "all"
-    """Superstill through this epoch, then plain cross-entropy; "all" = never switch."""
-    w_teacher: float = 0.6
-    w_data: float = 0.4
-    tail: str = "bucket"
+    """Its directory under students/: letters, digits, - and _."""
+    distillation: DistillationSpec = field(default_factory=DistillationSpec)
+    """Its teacher term (the table's other keys: temperature, w_teacher, w_data, tail, transition_epoch)."""
 
     def __post_init__(self) -> None:
         if not self.name.replace("-", "").replace("_", "").isalnum() or self.name == "baseline":
             raise UserError(f"variant name {self.name!r}: use letters, digits, - and _ (and not 'baseline')")
-        if self.temperature <= 0:
-            raise UserError(f"variant {self.name}: temperature must be positive")
-        if self.tail not in ("bucket", "renorm"):
-            raise UserError(f"variant {self.name}: tail must be bucket or renorm")
-        if not (self.transition_epoch == "all" or (isinstance(self.transition_epoch, int) and self.transition_epoch >= 0)):
-            raise UserError(f"variant {self.name}: transition_epoch must be a non-negative integer or \"all\"")
+
+    @classmethod
+    def from_table(cls, table: dict[str, Any], where: str) -> "Variant":
+        if not isinstance(table, dict) or "name" not in table:
+            raise UserError(f"{where}: each [[variants]] table needs a name")
+        settings = {k: v for k, v in table.items() if k != "name"}
+        name = coerce(table["name"], str, f"{where} name")
+        return cls(name, build_spec(DistillationSpec, settings, f"{where} {name}"))
+
+    def settings(self) -> dict[str, Any]:
+        """Flat, as written in the file (and as the experiment's stage keys hash it)."""
+        return {"name": self.name, **self.distillation.to_dict()}
 
 
 @dataclass
@@ -84,31 +93,37 @@ class ExperimentConfig:
     student: ModelStage
     variants: list[Variant]
     tokenize: dict[str, Any] = field(default_factory=dict)
-    """Options of `pipeline tokenize` (vocab_size, val_fraction, seed, lowercase, workers)."""
+    """Options of `pipeline tokenize` (TOKENIZE_KEYS)."""
     dump: DumpStage = field(default_factory=DumpStage)
     baseline: bool = True
     """Also train the same-size baseline (plain cross-entropy, same data order)."""
     description: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        data["variants"] = [variant.settings() for variant in self.variants]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str) -> "ExperimentConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(data) - set(known))
         if unknown:
-            raise UserError(f"{source}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
-        try:
-            config = cls(
-                name=data["name"], corpus=list(data["corpus"]), description=data.get("description", ""),
-                teacher=_table(ModelStage, data["teacher"], f"{source} [teacher]"),
-                student=_table(ModelStage, data["student"], f"{source} [student]"),
-                variants=[_table(Variant, v, f"{source} [[variants]]") for v in data.get("variants", [])],
-                tokenize=dict(data.get("tokenize", {})), dump=_table(DumpStage, data.get("dump", {}), f"{source} [dump]"),
-                baseline=data.get("baseline", True))
-        except KeyError as error:
-            raise UserError(f"{source}: missing key {error.args[0]!r}") from None
+            raise UserError(f"{source}: unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}")
+        missing = [key for key in ("name", "corpus", "teacher", "student") if key not in data]
+        if missing:
+            raise UserError(f"{source}: missing key(s) {', '.join(missing)}")
+        tables = [coerce(v, dict, f"{source} [[variants]]") for v in coerce(data.get("variants", []), list,
+                                                                             f"{source} variants")]
+        config = cls(
+            name=coerce(data["name"], str, f"{source} name"), corpus=coerce(data["corpus"], list[str], f"{source} corpus"),
+            description=coerce(data.get("description", ""), str, f"{source} description"),
+            teacher=build_spec(ModelStage, data["teacher"], f"{source} [teacher]"),
+            student=build_spec(ModelStage, data["student"], f"{source} [student]"),
+            variants=[Variant.from_table(t, f"{source} [[variants]]") for t in tables],
+            tokenize=_tokenize_table(data.get("tokenize", {}), f"{source} [tokenize]"),
+            dump=build_spec(DumpStage, data.get("dump", {}), f"{source} [dump]"),
+            baseline=coerce(data.get("baseline", True), bool, f"{source} baseline"))
         config.teacher.validate(f"{source} [teacher]")
         config.student.validate(f"{source} [student]")
         names = [v.name for v in config.variants]
@@ -117,17 +132,14 @@ class ExperimentConfig:
         return config
 
 
-def _table(cls, values: dict[str, Any], where: str):
-    """Build a dataclass from a TOML table, naming unknown or missing keys."""
-    fields = dataclasses.fields(cls)
-    unknown = set(values) - {f.name for f in fields}
+def _tokenize_table(table: Any, where: str) -> dict[str, Any]:
+    """The [tokenize] table's keys; its values are type-checked when the experiment plans its stages
+    (against `pipeline tokenize`'s own settings, stages/tokenize.py), before any stage runs."""
+    table = coerce(table, dict, where)
+    unknown = sorted(set(table) - set(TOKENIZE_KEYS))
     if unknown:
-        raise UserError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(f.name for f in fields)}")
-    required = [f.name for f in fields if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-    missing = [name for name in required if name not in values]
-    if missing:
-        raise UserError(f"{where}: missing key(s) {', '.join(missing)}")
-    return cls(**values)
+        raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(TOKENIZE_KEYS)}")
+    return dict(table)
 
 
 def builtin_names() -> list[str]:
@@ -146,6 +158,6 @@ def load_experiment(name_or_path: str) -> ExperimentConfig:
         text, source = path.read_text(encoding="utf-8"), str(path)
     try:
         data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise UserError(f"{source}: not valid TOML ({error})") from None
     return ExperimentConfig.from_dict(data, source)

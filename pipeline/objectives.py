@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.batching import Batch
+from pipeline.distillation import DistillationSpec
 
 
 @dataclass
@@ -57,20 +58,16 @@ class SuperstillObjective:
     frozen teacher model run on the same windows every step (the paper's original implementation).
     """
 
-    def __init__(self, temperature: float, w_teacher: float, w_data: float, tail: str,
-                 transition_epoch: int | str, teacher_model: torch.nn.Module | None = None,
+    def __init__(self, spec: DistillationSpec, teacher_model: torch.nn.Module | None = None,
                  online_top_k: int | None = None, source: str = ""):
-        self.temperature, self.w_teacher, self.w_data, self.tail = temperature, w_teacher, w_data, tail
-        self.transition_epoch, self.teacher_model, self.source = transition_epoch, teacher_model, source
-        self.online_top_k = online_top_k
+        self.spec, self.teacher_model, self.online_top_k, self.source = spec, teacher_model, online_top_k, source
 
     def uses_teacher(self, epoch: int) -> bool:
-        return self.transition_epoch == "all" or epoch <= int(self.transition_epoch)
+        return self.spec.uses_teacher(epoch)
 
     def describe(self) -> dict[str, Any]:
-        return {"temperature": self.temperature, "w_teacher": self.w_teacher, "w_data": self.w_data,
-                "tail": self.tail, "transition_epoch": self.transition_epoch,
-                "mode": "online" if self.teacher_model is not None else "store", "teacher_logits": self.source}
+        return {**self.spec.to_dict(), "mode": "online" if self.teacher_model is not None else "store",
+                "online_top_k": self.online_top_k, "teacher_logits": self.source}
 
     def __call__(self, model: torch.nn.Module, batch: Batch, epoch: int) -> StepLoss:
         from pipeline.losses import superstill_loss
@@ -79,9 +76,10 @@ class SuperstillObjective:
             return DataObjective()(model, batch, epoch)
         ids, logp, tail = self._teacher(batch)
         logits = model(batch.inputs)  # [B, C, V]
+        spec = self.spec
         result = superstill_loss(logits.view(-1, logits.size(-1)), batch.targets.reshape(-1), ids, logp, tail,
-                                 temperature=self.temperature, w_teacher=self.w_teacher, w_data=self.w_data,
-                                 tail=self.tail)
+                                 temperature=spec.temperature, w_teacher=spec.w_teacher, w_data=spec.w_data,
+                                 tail=spec.tail)
         return StepLoss(result.loss, {"loss_teacher": result.teacher_term, "loss_data": result.data_term})
 
     def _teacher(self, batch: Batch):
@@ -89,7 +87,7 @@ class SuperstillObjective:
         if self.teacher_model is None:
             if batch.teacher is None:
                 raise RuntimeError("a store-fed superstill step got a batch without teacher rows")
-            return batch.teacher.at_temperature(self.temperature)
+            return batch.teacher.at_temperature(self.spec.temperature)
         from pipeline.teacher_rows import teacher_rows_from_logits
 
         teacher = self.teacher_model.to(batch.inputs.device)
@@ -99,6 +97,6 @@ class SuperstillObjective:
         if not self.online_top_k or self.online_top_k >= logits.size(-1):
             # The full distribution needs no ranking: every id, exact log-probabilities, no tail.
             ids = torch.arange(logits.size(-1), device=logits.device).expand_as(logits)
-            return ids, torch.log_softmax(logits / self.temperature, dim=-1), logits.new_zeros(logits.size(0))
-        rows = teacher_rows_from_logits(logits, self.online_top_k, (self.temperature,))
-        return rows.at_temperature(self.temperature)
+            return ids, torch.log_softmax(logits / self.spec.temperature, dim=-1), logits.new_zeros(logits.size(0))
+        rows = teacher_rows_from_logits(logits, self.online_top_k, (self.spec.temperature,))
+        return rows.at_temperature(self.spec.temperature)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import UserError
-from pipeline.storage import atomic_write_text
+from pipeline.storage import RUN, atomic_write_text, check_replaceable
 
 if TYPE_CHECKING:
     from pipeline.distributed import DistContext
@@ -29,7 +29,9 @@ class RunDir:
         return self.path / "metrics.jsonl"
 
     def prepare(self, resume: bool, force: bool, context: "DistContext") -> None:
-        """Refuse to clobber a run unless --force; --resume needs a checkpoint to resume from."""
+        """Refuse to clobber anything unless --force, and then only a superstill run; --resume needs a checkpoint."""
+        if self.path.exists() and not self.path.is_dir():
+            raise UserError(f"--out {self.path} is a file; a run is a directory: choose another --out")
         if resume:
             if not self.checkpoint_path.is_file():
                 raise UserError(f"--resume: no checkpoint in {self.path}; start the run without --resume")
@@ -38,6 +40,7 @@ class RunDir:
             if not force:
                 raise UserError(f"--out {self.path} already holds a run; pass --resume to continue it "
                                 f"or --force to start over")
+            check_replaceable(self.path, (RUN,))
             context.barrier()  # every rank has checked before rank 0 deletes
             if context.is_main:
                 shutil.rmtree(self.path)
@@ -45,8 +48,23 @@ class RunDir:
             self.path.mkdir(parents=True, exist_ok=True)
         context.barrier()
 
-    def write_run(self, record: dict[str, Any]) -> None:
-        atomic_write_text(self.path / "run.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
+    def write_run(self, record: dict[str, Any], event: dict[str, Any], resumed: bool) -> None:
+        """run.json: the run's settings, plus a history with one entry per start and resume.
+
+        A resume keeps the earlier entries (run identity guarantees the settings that define the run are
+        unchanged; what may change, such as epochs or device, is in each entry)."""
+        history = []
+        if resumed and self.run_path.is_file():
+            try:
+                history = list(json.loads(self.run_path.read_text(encoding="utf-8")).get("history", []))
+            except (ValueError, AttributeError):
+                history = [{"event": "unreadable earlier run.json"}]
+        record = {**record, "history": history + [event]}
+        atomic_write_text(self.run_path, json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+    @property
+    def run_path(self) -> Path:
+        return self.path / "run.json"
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         self._append(self.metrics_path, record)

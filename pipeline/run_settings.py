@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import ModelConfig, TrainConfig, parse_override, resolve
+from pipeline.config import ModelConfig, TrainConfig, parse_override, resolve, typed_setting
 from pipeline.errors import UserError
 
 
@@ -19,14 +19,15 @@ def load_overrides(config_file: str | None, settings: tuple[str, ...], shortcuts
         path = Path(config_file)
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
+        except (FileNotFoundError, IsADirectoryError):
             raise UserError(f"--config {path}: no such file") from None
-        except tomllib.TOMLDecodeError as error:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
             raise UserError(f"--config {path}: not valid TOML ({error})") from None
         for section, values in data.items():
             if section not in overrides or not isinstance(values, dict):
                 raise UserError(f"--config {path}: unknown table [{section}]; use [model] and [train]")
-            overrides[section].update(values)
+            overrides[section].update({name: typed_setting(section, name, value, f"--config {path}")
+                                       for name, value in values.items()})
     for text in settings:
         section, name, value = parse_override(text)
         overrides[section][name] = value
@@ -37,9 +38,10 @@ def load_overrides(config_file: str | None, settings: tuple[str, ...], shortcuts
     return overrides
 
 
-def resolve_for_tokens(preset: str, overrides: dict[str, dict[str, Any]], vocab_size: int) -> tuple[ModelConfig, TrainConfig]:
+def resolve_for_tokens(preset: str, overrides: dict[str, dict[str, Any]], vocab_size: int,
+                       where: str = "") -> tuple[ModelConfig, TrainConfig]:
     """Resolve a preset and fill the vocabulary size from the token store when not set explicitly."""
-    model, train = resolve(preset, overrides)
+    model, train = resolve(preset, overrides, where)
     if model.vocab_size == 0:
         model.vocab_size = vocab_size
     return model, train
@@ -61,6 +63,10 @@ class TrainingStageConfig:
     """Continue the run in `out` from its checkpoint."""
     force: bool = False
     """Start over even if `out` holds a run."""
+
+    def inputs(self) -> dict[str, str | None]:
+        """The command's inputs by option: its output must lie apart from each."""
+        return {"--tokens": self.tokens}
 
     def open(self):
         """(token store, model config, train config) with the vocabulary filled in from the store."""

@@ -2,7 +2,12 @@
 
 Per epoch: train on this rank's share of the block-shuffled windows, then (rank 0) evaluate held-out and
 train-subset perplexity, append a line to metrics.jsonl and write a checkpoint atomically. Interrupting
-(Ctrl-C) saves a mid-epoch checkpoint; `--resume` continues exactly where it stopped.
+(Ctrl-C or SIGTERM) only sets a flag that the loop reads between steps, so the mid-epoch checkpoint it then
+saves is exactly the state an uninterrupted run has there, and `--resume` continues identically. A second
+Ctrl-C stops at once without saving (the last checkpoint stays). `--resume` refuses a run whose identity
+(pipeline/run_identity.py) differs from the checkpoint's. A non-finite loss stops training before the
+optimizer applies it (on CPU, every step; on CUDA, checked every STEP_LOG_EVERY steps to avoid a sync
+per step, and nothing is saved after it).
 """
 
 from __future__ import annotations
@@ -20,12 +25,15 @@ from pipeline import __version__, checkpoint
 from pipeline.batching import BatchStream, RowSource, WindowPlan
 from pipeline.config import ModelConfig, TrainConfig, to_dict
 from pipeline.distributed import DistContext, device_type, resolve_device, setup, teardown
-from pipeline.errors import InterruptedRun, UserError
+from pipeline.errors import DivergedRun, InterruptedRun, UserError
 from pipeline.evaluation import Perplexity, eval_span, perplexity
+from pipeline.interrupts import StopRequests
 from pipeline.model import GPT
 from pipeline.objectives import Objective
 from pipeline.progress import ProgressBar, log
 from pipeline.run_dir import RunDir
+from pipeline.run_identity import differences, run_identity
+from pipeline.storage import check_apart
 from pipeline.token_store import TokenStore
 
 STEP_LOG_EVERY = 10  # steps between lines in steps.jsonl
@@ -44,6 +52,10 @@ class TrainingRun:
     row_source: RowSource | None = None
     resume: bool = False
     force: bool = False
+    inputs: dict[str, str | None] = field(default_factory=dict)
+    """The command's inputs ({option: location}); `out` must lie apart from all of them."""
+    teacher_identity: str | None = None
+    """What the teacher term reads (logit store fingerprint, or online teacher checkpoint sha256)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -88,6 +100,7 @@ class _Trainer:
         self.device = resolve_device(self.cfg.device, context)
         self.amp = _autocast_dtype(self.cfg, self.device)
         self.dir = RunDir(run.out)
+        check_apart(run.out, {"--tokens": run.tokens.location, **run.inputs})
         self._check_fit()
         self.state = _State()
         torch.manual_seed(self.cfg.seed)
@@ -106,10 +119,14 @@ class _Trainer:
         self.optimizer = self._optimizer()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, _lr_lambda(self.cfg, self.steps * self.cfg.epochs))
+        self.identity = run_identity(run.model_config, self.cfg, run.objective.describe(), run.tokens.fingerprint,
+                                     run.teacher_identity)
         self.dir.prepare(run.resume, run.force, context)
         if run.resume:
             self._restore()
         self.forward_model = self._wrap(self.model)
+        self.stops = StopRequests(context)
+        self.last_saved: str | None = None  # where the newest checkpoint stands, for messages
 
     def _steps_per_epoch(self, epoch: int) -> int:
         steps = self.stream.steps_per_epoch(epoch)
@@ -134,16 +151,23 @@ class _Trainer:
 
     def _restore(self) -> None:
         payload = checkpoint.load(self.dir.checkpoint_path, "--resume")
-        saved_model = payload["model_config"]
-        if saved_model != to_dict(self.run.model_config):
-            raise UserError(f"--resume: the checkpoint in {self.run.out} was made with model settings {saved_model}, "
-                            f"not {to_dict(self.run.model_config)}; resume with the original settings")
+        saved = payload.get("identity") or {"model": payload["model_config"]}  # format 1 recorded the model only
+        current = self.identity if "identity" in payload else {"model": self.identity["model"]}
+        changed = differences(saved, current)
+        if changed:
+            raise UserError(f"--resume: {self.run.out} is a different run: {'; '.join(changed[:4])}"
+                            f"{' ...' if len(changed) > 4 else ''}; resume with the original settings and inputs, "
+                            f"or start a new run in another --out")
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])
         checkpoint.set_rng_state(payload["rng"])
         self.state = _State(**payload["position"])
+        self.last_saved = self._where()
         log(f"resuming {self.run.out} at epoch {self.state.epoch}, step {self.state.step}", self.ctx)
+
+    def _where(self) -> str:
+        return f"epoch {self.state.epoch}, step {self.state.step}"
 
     def run_record(self) -> dict[str, Any]:
         return {"kind": self.run.kind, "name": self.run.out.name, "model": to_dict(self.run.model_config),
@@ -157,24 +181,51 @@ class _Trainer:
         log(f"{self.run.kind}: {self.model.num_parameters():,} parameters, {self.steps} steps/epoch "
             f"x {self.cfg.epochs} epochs on {self.device} (world {self.ctx.world})", self.ctx)
         if self.ctx.is_main:
-            self.dir.write_run(self.run_record())
+            self.dir.write_run(self.run_record(), self._history_event(), self.run.resume)
         last: dict[str, Any] = {}
+        self._stretch_started = time.perf_counter()
         try:
-            while self.state.epoch <= self.cfg.epochs:
-                last = self._epoch()
-        except KeyboardInterrupt:
-            self._save()
-            raise InterruptedRun(f"interrupted at epoch {self.state.epoch}, step {self.state.step}; checkpoint saved "
-                                 f"in {self.run.out}; re-run the same command with --resume to continue") from None
+            with self.stops:
+                while self.state.epoch <= self.cfg.epochs:
+                    last = self._epoch()
+        except KeyboardInterrupt:  # a second Ctrl-C: stop now, mid-step, and keep the last checkpoint
+            raise InterruptedRun(f"stopped at once; {self._kept()}; re-run the same command with --resume "
+                                 f"to continue from there") from None
         return last
+
+    def _history_event(self) -> dict[str, Any]:
+        return {"event": "resume" if self.run.resume else "start",
+                "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "epoch": self.state.epoch,
+                "step": self.state.step, "epochs": self.cfg.epochs, "device": str(self.device),
+                "world_size": self.ctx.world, "tool_version": __version__}
+
+    def _kept(self) -> str:
+        return (f"the checkpoint in {self.run.out} is at {self.last_saved}" if self.last_saved
+                else f"no checkpoint was saved in {self.run.out}")
+
+    def _account_time(self) -> float:
+        """Add the stretch since the last call to the run's wall time; returns the stretch."""
+        now = time.perf_counter()
+        stretch, self._stretch_started = now - self._stretch_started, now
+        self.state.wall_time_s += stretch
+        return stretch
+
+    def _stop_if_requested(self) -> None:
+        """Between steps: on Ctrl-C/SIGTERM save this exact state and stop."""
+        if self.stops.requested():
+            self._account_time()
+            self._save()
+            raise InterruptedRun(f"interrupted at {self._where()}; checkpoint saved in {self.run.out}; re-run the "
+                                 f"same command with --resume to continue") from None
 
     def _epoch(self) -> dict[str, Any]:
         epoch, steps = self.state.epoch, self._steps_per_epoch(self.state.epoch)
         sums: dict[str, torch.Tensor] = {}
-        count, started, tokens_per_step = 0, time.perf_counter(), self.cfg.batch_size * self.run.model_config.context
+        count, train_seconds, tokens_per_step = 0, 0.0, self.cfg.batch_size * self.run.model_config.context
         bar = ProgressBar(steps, self.state.step, f"epoch {epoch}/{self.cfg.epochs}", tokens_per_step * self.ctx.world,
                           self.ctx)
         self.model.train()
+        self._stop_if_requested()
         batches = self.stream.epoch(epoch, self.state.step, self.run.objective.uses_teacher(epoch))
         for batch in batches:
             if self.state.step >= steps:
@@ -191,12 +242,12 @@ class _Trainer:
                 self.dir.append_step({"epoch": epoch, "step": self.state.global_step, **_floats(terms),
                                       "lr": self.scheduler.get_last_lr()[0]})
             if self.cfg.checkpoint_every and self.state.step % self.cfg.checkpoint_every == 0 and self.state.step < steps:
-                self.state.wall_time_s += time.perf_counter() - started
-                started = time.perf_counter()
+                train_seconds += self._account_time()
                 self._save()
+            if self.state.step < steps:
+                self._stop_if_requested()
         bar.close()
-        train_seconds = time.perf_counter() - started
-        self.state.wall_time_s += train_seconds
+        train_seconds += self._account_time()
         means = {k: self.ctx.all_reduce_sum(float(v)) / (count * self.ctx.world) for k, v in sums.items()} if count else {}
         record = self._end_epoch(epoch, means, count * tokens_per_step * self.ctx.world / max(train_seconds, 1e-9))
         return record
@@ -207,6 +258,7 @@ class _Trainer:
             batch.teacher = batch.teacher.to(self.device)
         with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
             result = self.run.objective(self.forward_model, batch, epoch)
+        self._check_finite(result.loss, epoch)
         self.optimizer.zero_grad(set_to_none=True)
         result.loss.backward()
         if self.cfg.grad_clip:
@@ -214,6 +266,16 @@ class _Trainer:
         self.optimizer.step()
         self.scheduler.step()
         return {"loss": result.loss.detach(), **result.terms}
+
+    def _check_finite(self, loss: torch.Tensor, epoch: int) -> None:
+        """Stop before a non-finite loss reaches the weights (CPU: every step; CUDA: every few, no sync per step)."""
+        if self.device.type == "cuda" and (self.state.global_step + 1) % STEP_LOG_EVERY:
+            return
+        if not bool(torch.isfinite(loss.detach())):
+            raise DivergedRun(f"training diverged: the loss is {float(loss.detach()):g} at epoch {epoch}, step "
+                              f"{self.state.step + 1} (global step {self.state.global_step + 1}); {self._kept()}; "
+                              f"lower the learning rate (train.lr {self.cfg.lr:g}) or check the inputs, then start "
+                              f"over with --force or --resume from that checkpoint")
 
     def _end_epoch(self, epoch: int, means: dict[str, float], tokens_per_s: float) -> dict[str, Any]:
         record: dict[str, Any] = {}
@@ -234,6 +296,7 @@ class _Trainer:
             log(f"epoch {epoch}: val ppl {val.ppl:.2f}, train-subset ppl {train_subset.ppl:.2f}, "
                 f"{tokens_per_s:,.0f} tokens/s", self.ctx)
         self.state.epoch, self.state.step = epoch + 1, 0
+        self._stretch_started = time.perf_counter()  # evaluation time is reported apart (eval_time_s)
         self._save()
         self.ctx.barrier()
         return record
@@ -251,7 +314,8 @@ class _Trainer:
                             scheduler=self.scheduler, model_config=self.run.model_config, train_config=self.cfg,
                             run={"kind": self.run.kind, "token_fingerprint": self.run.tokens.fingerprint,
                                  "superstill": self.run.objective.describe()},
-                            position=vars(self.state).copy())
+                            position=vars(self.state).copy(), identity=self.identity)
+        self.last_saved = self._where()
 
 
 def _finite(value: float) -> float | None:

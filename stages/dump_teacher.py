@@ -13,13 +13,13 @@ from typing import Any
 
 import torch
 
-from pipeline.checkpoint import file_sha256, load_model
+from pipeline.checkpoint import file_sha256, load_model, resolve_path
 from pipeline.distributed import DistContext, device_type, resolve_device, setup, teardown
-from pipeline.dumping import BackgroundWriter, compute_rows
+from pipeline.dumping import BackgroundWriter, compute_rows, dump_autocast
 from pipeline.errors import UserError
 from pipeline.logit_store import DEFAULT_CODEC, LogitStoreMeta, LogitStoreWriter
 from pipeline.progress import ProgressBar, log
-from pipeline.storage import exists
+from pipeline.storage import LOGITS, check_apart, check_writable, exists
 from pipeline.teacher_rows import check_temperatures
 from pipeline.teacher_windows import windows_for
 from pipeline.token_store import SPLITS, TokenStore
@@ -48,8 +48,13 @@ class DumpTeacherConfig:
     shard_rows: int = 65536
     chunk_rows: int = 4096
     device: str = "auto"
+    precision: str = "auto"
+    """auto (bf16 autocast on CUDA, fp32 elsewhere), fp32 or bf16; the head always runs in fp32 (recorded in the store)."""
     resume: bool = False
     force: bool = False
+    """Replace an existing logit store at `out` (only a logit store)."""
+    allow_other_tokens: bool = False
+    """Dump even though the checkpoint was trained on other tokens (same vocabulary size)."""
 
     def __post_init__(self) -> None:
         self.temperatures = list(check_temperatures(self.temperatures, "--temperature"))
@@ -69,14 +74,15 @@ def run(config: DumpTeacherConfig) -> dict[str, Any]:
         teardown(context)
 
 
-def _expected_meta(config: DumpTeacherConfig, tokens: TokenStore, model, sha: str) -> LogitStoreMeta:
+def _expected_meta(config: DumpTeacherConfig, tokens: TokenStore, model, sha: str, precision: str) -> LogitStoreMeta:
     splits = list(SPLITS) if config.split == "all" else [config.split]
     return LogitStoreMeta(
         token_fingerprint=tokens.fingerprint, vocab_size=tokens.vocab_size, k=config.top_k,
         positions={s: tokens.split_size(s) for s in splits}, context=model.config.context,
         stride=config.stride or model.config.context, temperatures=tuple(config.temperatures),
         teacher={"checkpoint_sha256": sha, "model": vars(model.config).copy()}, tokens=str(config.tokens),
-        shard_rows=config.shard_rows, chunk_rows=config.chunk_rows, codec=config.codec or DEFAULT_CODEC)
+        shard_rows=config.shard_rows, chunk_rows=config.chunk_rows, codec=config.codec or DEFAULT_CODEC,
+        precision=precision)
 
 
 def _open_store(config: DumpTeacherConfig, meta: LogitStoreMeta, context: DistContext) -> LogitStoreWriter:
@@ -89,23 +95,30 @@ def _open_store(config: DumpTeacherConfig, meta: LogitStoreMeta, context: DistCo
             raise UserError(f"--out {config.out} already exists; pass --resume to finish an interrupted dump "
                             f"or --force to recompute it")
         else:
+            check_writable(config.out, config.force, kinds=(LOGITS,))  # --force replaces a logit store, nothing else
             LogitStoreWriter.create(config.out, meta, force=config.force)
     context.barrier()
     return LogitStoreWriter.open_for_writing(config.out, meta)
 
 
 def _dump(config: DumpTeacherConfig, context: DistContext) -> dict[str, Any]:
+    check_apart(config.out, {"--checkpoint": str(resolve_path(config.checkpoint)), "--tokens": config.tokens})
     tokens = TokenStore.open(config.tokens)
     model, payload = load_model(config.checkpoint)
     if model.config.vocab_size != tokens.vocab_size:
         raise UserError(f"--checkpoint {config.checkpoint} predicts {model.config.vocab_size} ids but --tokens "
                         f"{config.tokens} has a {tokens.vocab_size}-word vocabulary; use the teacher's token store")
+    trained_on = payload.get("run", {}).get("token_fingerprint")
+    if trained_on not in (None, tokens.fingerprint) and not config.allow_other_tokens:
+        raise UserError(f"--checkpoint {config.checkpoint} was trained on other tokens (fingerprint {trained_on[:16]}) "
+                        f"than --tokens {config.tokens} ({tokens.fingerprint[:16]}): its ids may mean other words; "
+                        f"use the teacher's token store, or pass --allow-other-tokens if the vocabularies are the same")
     if config.top_k > tokens.vocab_size:
         raise UserError(f"--top-k {config.top_k} is larger than the vocabulary ({tokens.vocab_size})")
-    meta = _expected_meta(config, tokens, model, file_sha256(config.checkpoint))
-    writer = _open_store(config, meta, context)
     device = resolve_device(config.device, context)
-    amp = torch.bfloat16 if device.type == "cuda" else None
+    amp, precision = dump_autocast(config.precision, device)
+    meta = _expected_meta(config, tokens, model, file_sha256(config.checkpoint), precision)
+    writer = _open_store(config, meta, context)
     model = model.to(device)
     started = time.perf_counter()
     computed = _write_shards(writer, model, tokens, config, device, amp, context)

@@ -13,6 +13,7 @@ depends on it. So an interrupted experiment continues when the same command is r
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -24,7 +25,9 @@ from pipeline.errors import UserError
 from pipeline.experiment_config import ExperimentConfig, load_experiment
 from pipeline.progress import log
 from pipeline.run_dir import RunDir
-from pipeline.storage import atomic_write_text
+from pipeline.spec_parsing import build_spec
+from pipeline.storage import atomic_write_text, check_apart, check_creatable
+from stages import train_student
 
 
 @dataclass
@@ -68,26 +71,47 @@ class _State:
         atomic_write_text(self.path, json.dumps({"stages": self.stages}, indent=2) + "\n")
 
 
+@dataclass
+class _Stage:
+    """One step of the protocol: its name, key, output, and how to run it."""
+
+    name: str
+    key: str
+    output: Path
+    action: Callable[[bool, bool], Any]
+    """action(resume, force): run (or continue) the stage."""
+
+
 def run(config: ExperimentRunConfig) -> Path:
+    """Validate everything (settings of every stage, --stop-after, outputs) before writing anything, then run."""
     experiment = load_experiment(config.experiment)
     if config.corpus:
         experiment.corpus = list(config.corpus)
     out = Path(config.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; an experiment is a directory: choose another --out")
+    check_apart(out, [("--corpus", path) for path in experiment.corpus])
+    check_creatable(out)  # a writable place, before any work
+    stages = _plan(experiment, out, config.experiment)
+    names = [stage.name for stage in stages]
+    if config.stop_after is not None and config.stop_after not in names:
+        raise UserError(f"--stop-after {config.stop_after!r} is not a stage of this experiment; choose one of "
+                        f"{', '.join(names)}")
+    state = _State(out / "state.json")
+    decisions = [(stage, _decide(stage, state, config.force)) for stage in stages]  # every refusal comes here
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "experiment.json", json.dumps(experiment.to_dict(), indent=2) + "\n")
-    state = _State(out / "state.json")
     started = time.perf_counter()
-    for stage, key, action in _plan(experiment, out):
-        status = state.status(stage, key, config.force)
+    for stage, (status, force) in decisions:
         if status == "done":
-            log(f"[experiment] {stage}: done earlier, skipped")
+            log(f"[experiment] {stage.name}: done earlier, skipped")
         else:
-            log(f"[experiment] {stage}: {'resuming' if status == 'resume' else 'starting'}")
-            state.mark(stage, key, done=False)
+            log(f"[experiment] {stage.name}: {'resuming' if status == 'resume' else 'starting'}")
+            state.mark(stage.name, stage.key, done=False)
             began = time.perf_counter()
-            action(status == "resume")
-            state.mark(stage, key, done=True, seconds=round(time.perf_counter() - began, 1))
-        if stage == config.stop_after:
+            stage.action(status == "resume", force)
+            state.mark(stage.name, stage.key, done=True, seconds=round(time.perf_counter() - began, 1))
+        if stage.name == config.stop_after:
             return out
     from stages.report import ReportConfig, run as report
 
@@ -96,48 +120,64 @@ def run(config: ExperimentRunConfig) -> Path:
     return files.markdown
 
 
-def _plan(experiment: ExperimentConfig, out: Path) -> list[tuple[str, str, Callable[[bool], Any]]]:
-    """(stage name, key, action(resume)) in order; keys chain so an upstream change invalidates downstream."""
+def _decide(stage: _Stage, state: _State, force: bool) -> tuple[str, bool]:
+    """(status, force for the stage). The stage may replace its output only if this experiment made it
+    (state.json has an entry for it) or --force was given (and then only a superstill output, which the
+    stage checks): outputs from the stage-by-stage commands in the same directory are never lost silently."""
+    status = state.status(stage.name, stage.key, force)
+    ours = stage.name in state.stages
+    present = stage.output.exists() and (not stage.output.is_dir() or any(stage.output.iterdir()))
+    if status == "fresh" and present and not ours and not force:
+        raise UserError(f"{stage.output} already exists but this experiment did not make it (state.json has no "
+                        f"{stage.name} stage); move it away, choose another --out, or pass --force to replace it")
+    return status, ours or force
+
+
+def _plan(experiment: ExperimentConfig, out: Path, source: str) -> list[_Stage]:
+    """The stages in order, each stage's settings built and validated now; keys chain so an upstream change
+    invalidates everything downstream."""
     from stages import dump_teacher, tokenize, train_teacher
 
     tokens, teacher, logits = out / "tokens", out / "teacher", out / "teacher-logits"
     tokens_key = _key({"corpus": experiment.corpus, **experiment.tokenize})
     teacher_key = _key(vars(experiment.teacher), tokens_key)
     logits_key = _key(vars(experiment.dump), teacher_key)
-    plan = [
-        ("tokens", tokens_key, lambda resume: tokenize.run(tokenize.TokenizeConfig(
-            corpus=experiment.corpus, out=str(tokens), force=True, **experiment.tokenize))),
-        ("teacher", teacher_key, lambda resume: train_teacher.run(train_teacher.TrainTeacherConfig(
-            tokens=str(tokens), out=str(teacher), preset=experiment.teacher.preset,
-            overrides=experiment.teacher.overrides(), resume=resume and _has_checkpoint(teacher), force=True))),
-    ]
+    tokenize_config = build_spec(tokenize.TokenizeConfig, {"corpus": experiment.corpus, "out": str(tokens),
+                                                           **experiment.tokenize}, f"{source} [tokenize]")
+    teacher_config = train_teacher.TrainTeacherConfig(tokens=str(tokens), out=str(teacher),
+                                                      preset=experiment.teacher.preset,
+                                                      overrides=experiment.teacher.overrides())
+    plan = [_Stage("tokens", tokens_key, tokens,
+                   lambda resume, force: tokenize.run(dataclasses.replace(tokenize_config, force=True if resume else force))),
+            _Stage("teacher", teacher_key, teacher, _training_action(train_teacher.run, teacher_config))]
     if experiment.variants:
         dump = experiment.dump
-        plan.append(("teacher-logits", logits_key, lambda resume: dump_teacher.run(dump_teacher.DumpTeacherConfig(
+        dump_config = dump_teacher.DumpTeacherConfig(
             checkpoint=str(teacher), tokens=str(tokens), out=str(logits), top_k=dump.top_k,
-            temperatures=list(dump.temperatures), stride=dump.stride, batch_size=dump.batch_size, codec=dump.codec,
-            resume=resume, force=not resume))))
+            temperatures=list(dump.temperatures), stride=dump.stride, batch_size=dump.batch_size, codec=dump.codec)
+        plan.append(_Stage("teacher-logits", logits_key, logits, lambda resume, force: dump_teacher.run(
+            dataclasses.replace(dump_config, resume=resume, force=force and not resume))))
     students = ([("baseline", None)] if experiment.baseline else []) + [(v.name, v) for v in experiment.variants]
     for name, variant in students:
         where = out / "students" / name
-        key = _key({"student": vars(experiment.student), "variant": vars(variant) if variant else None},
+        key = _key({"student": vars(experiment.student), "variant": variant.settings() if variant else None},
                    logits_key if variant else tokens_key)
-        plan.append((name, key, _student_action(experiment, variant, str(tokens), str(logits), where)))
+        plan.append(_Stage(name, key, where, _training_action(train_student.run, _student_config(
+            experiment, variant, str(tokens), str(logits), where))))
     return plan
 
 
-def _has_checkpoint(run_dir: Path) -> bool:
-    return RunDir(run_dir).checkpoint_path.is_file()
-
-
-def _student_action(experiment: ExperimentConfig, variant, tokens: str, logits: str, where: Path):
-    from stages import train_student
-
-    def action(resume: bool):
-        settings = dict(tokens=tokens, out=str(where), preset=experiment.student.preset,
-                        overrides=experiment.student.overrides(), resume=resume and _has_checkpoint(where), force=True)
-        if variant is not None:
-            settings.update(teacher_logits=logits, temperature=variant.temperature, w_teacher=variant.w_teacher,
-                            w_data=variant.w_data, tail=variant.tail, transition_epoch=variant.transition_epoch)
-        return train_student.run(train_student.TrainStudentConfig(**settings))
+def _training_action(train: Callable[[Any], Any], config):
+    """Resume a run when it has a checkpoint; otherwise start it (replacing what was there when allowed)."""
+    def action(resume: bool, force: bool):
+        resumable = resume and RunDir(config.out).checkpoint_path.is_file()
+        return train(dataclasses.replace(config, resume=resumable, force=force and not resumable))
     return action
+
+
+def _student_config(experiment: ExperimentConfig, variant, tokens: str, logits: str, where: Path):
+    settings = dict(tokens=tokens, out=str(where), preset=experiment.student.preset,
+                    overrides=experiment.student.overrides())
+    if variant is not None:
+        settings.update(teacher_logits=logits, distillation=variant.distillation)
+    return train_student.TrainStudentConfig(**settings)

@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.corpus import MAX_LINE_CHARS, choose_val_documents, find_corpus_files
+from pipeline.corpus import MAX_CHUNK_CHARS, choose_val_documents, find_corpus_files
 from pipeline.errors import UserError
-from pipeline.storage import check_writable
+from pipeline.storage import TOKENS, check_apart, check_writable
 from pipeline.token_store import (EOD, SPECIAL_TOKENS, TokenStore, TokenStoreMeta, smallest_uint_dtype,
                                   write_token_store)
 from pipeline.tokenizer import LANGUAGE, FileTokens, default_workers, spacy_version, tokenize_files
@@ -76,7 +76,8 @@ class _Document:
 
 def run(config: TokenizeConfig) -> TokenStore:
     """Tokenize the corpus and write the token store; returns it opened."""
-    check_writable(config.out, config.force)  # fail before minutes of work, not after
+    check_apart(config.out, [("CORPUS", path) for path in config.corpus])
+    check_writable(config.out, config.force, kinds=(TOKENS,))  # fail before minutes of work, not after
     paths = find_corpus_files(config.corpus)
     words, documents, manifest = _tokenize(paths, config)
     is_val = choose_val_documents([doc.index.size for doc in documents], config.val_fraction, config.seed).tolist()
@@ -144,7 +145,7 @@ def _tokenizer_meta(config: TokenizeConfig) -> dict[str, Any]:
             "method": "spacy.blank(language).tokenizer on each whitespace-free chunk; whitespace dropped",
             "lowercase": config.lowercase, "vocab_size": config.vocab_size, "vocab_counted_on": "train",
             "val_fraction": config.val_fraction, "seed": config.seed, "split_unit": "document",
-            "gutenberg_stripped": True, "max_line_chars": MAX_LINE_CHARS}
+            "gutenberg_stripped": True, "max_chunk_chars": MAX_CHUNK_CHARS}
 
 
 def _counts(splits: dict[str, np.ndarray], is_val: list[bool], words: WordCounts,

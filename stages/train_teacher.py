@@ -21,4 +21,5 @@ def run(config: TrainTeacherConfig) -> dict[str, Any]:
     tokens, model_config, train_config = config.open()
     return train(TrainingRun(out=Path(config.out), kind=config.kind, model_config=model_config,
                              train_config=train_config, tokens=tokens, objective=DataObjective(),
-                             resume=config.resume, force=config.force, extra={"preset": config.preset}))
+                             resume=config.resume, force=config.force, inputs=config.inputs(),
+                             extra={"preset": config.preset}))

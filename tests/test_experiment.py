@@ -9,7 +9,7 @@ from pipeline.cli import main
 from pipeline.errors import UserError
 from pipeline.experiment_config import builtin_names, load_experiment
 from stages.experiment import ExperimentRunConfig, run
-from tests.factories import CORPUS, corpus_files
+from tests.factories import FIXTURE_CORPUS
 
 TOY = """
 name = "toy"
@@ -52,15 +52,14 @@ name = "t1"
 temperature = 1.0
 transition_epoch = 1
 """
-SMALL_TEXTS = ["lovers_complaint.txt", "passionate_pilgrim.txt", "phoenix_and_the_turtle.txt", "sonnets.txt"]
+SMALL_TEXTS = sorted(FIXTURE_CORPUS.glob("*.txt"), key=lambda path: path.stat().st_size)[:4]  # the shortest books
 
 
 @pytest.fixture
 def toy(tmp_path):
-    corpus_files(1)  # skips when the shared corpus is absent
     path = tmp_path / "toy.toml"
     path.write_text(TOY)
-    return path, [str(CORPUS / name) for name in SMALL_TEXTS]
+    return path, [str(text) for text in SMALL_TEXTS]
 
 
 def test_interrupted_experiment_resumes_without_redoing_finished_stages(toy, tmp_path):
@@ -93,7 +92,16 @@ def test_edited_experiment_is_refused_without_force(toy, tmp_path):
 
 @pytest.mark.parametrize("edit, message", [
     (lambda t: "learning = 1\n" + t, "unknown key(s) learning"),
-    (lambda t: t + "\nlearning = 1\n", "[[variants]]: unknown key(s) learning"),
+    (lambda t: t + "\nlearning = 1\n", "[[variants]] t1: unknown key(s) learning"),
+    (lambda t: t.replace("epochs = 2", 'epochs = "2"'), '[student] epochs: expected an integer, got "2" (a string)'),
+    (lambda t: t.replace("batch_size = 8", "batch_size = 8.5", 1), "train.batch_size: expected an integer, got 8.5"),
+    (lambda t: t.replace("[teacher.train]", "[teacher.train]\nbetas = 0.9"), "train.betas: expected a list"),
+    (lambda t: t.replace("temperature = 1.0", 'temperature = "hot"'), 't1.temperature: expected a number, got "hot"'),
+    (lambda t: t.replace("top_k = 8", "top_k = [8]"), "[dump] top_k: expected an integer"),
+    (lambda t: t.replace("vocab_size = 400", "vocab_size = 4.5"), "[tokenize] vocab_size: expected an integer"),
+    (lambda t: t.replace("workers = 1", "workers = 0"), "--workers 0: must be at least 1"),
+    (lambda t: t.replace("[teacher.train]", "[teacher.train]\nlr = inf"), "train.lr: expected a finite number"),
+    (lambda t: t.replace("[teacher.train]", "[teacher.train]\ndevice = \"gpu\""), "'gpu' is not a device"),
     (lambda t: t.replace('preset = "tiny-student"', 'preset = "huge"'), "unknown"),
     (lambda t: t.replace('name = "t1"', 'name = "baseline"'), "not 'baseline'"),
     (lambda t: t.replace("epochs = 2", "epochs = 0"), "train.epochs must be >= 1"),
@@ -106,9 +114,64 @@ def test_config_errors_are_one_line(tmp_path, edit, message):
     assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
 
 
+def test_every_stage_is_validated_before_any_runs(toy, tmp_path):
+    """A bad student setting fails in the first second: no tokens, no teacher, no experiment.json."""
+    path, corpus = toy
+    path.write_text(TOY.replace("temperature = 1.0", "temperature = -1.0"))
+    result = CliRunner().invoke(main, ["experiment", str(path), "--out", str(tmp_path / "run"), "--corpus", corpus[0]])
+    assert result.exit_code == 2 and "temperature must be a finite number > 0" in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_stop_after_takes_only_stage_names(toy, tmp_path):
+    path, corpus = toy
+    result = CliRunner().invoke(main, ["experiment", str(path), "--out", str(tmp_path / "run"), "--corpus", corpus[0],
+                                       "--stop-after", "techer"])
+    assert result.exit_code == 2 and "--stop-after 'techer' is not a stage" in result.output
+    assert "tokens, teacher, teacher-logits, baseline, t1" in result.output and not (tmp_path / "run").exists()
+
+
+def test_outputs_from_stage_commands_are_never_replaced_without_force(toy, tmp_path):
+    """tokens/ made by `pipeline tokenize` in the experiment directory: refused, kept, then replaced with --force."""
+    path, corpus = toy
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["tokenize", *corpus, "--out", str(out / "tokens"), "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    before = sorted(p.name for p in (out / "tokens").iterdir())
+    corpus_options = [item for text in corpus for item in ("--corpus", text)]
+    result = CliRunner().invoke(main, ["experiment", str(path), "--out", str(out), *corpus_options])
+    assert result.exit_code == 2 and "did not make it" in result.output and "--force" in result.output
+    assert sorted(p.name for p in (out / "tokens").iterdir()) == before
+    assert not (out / "experiment.json").exists() and not (out / "state.json").exists()
+    run(ExperimentRunConfig(experiment=str(path), out=str(out), corpus=corpus, stop_after="tokens", force=True))
+    assert json.loads((out / "state.json").read_text())["stages"]["tokens"]["done"]
+
+
+def test_a_refused_experiment_leaves_experiment_json_as_it_was(toy, tmp_path):
+    path, corpus = toy
+    out = tmp_path / "run"
+    run(ExperimentRunConfig(experiment=str(path), out=str(out), corpus=corpus, stop_after="tokens"))
+    recorded = (out / "experiment.json").read_text()
+    path.write_text(TOY.replace("vocab_size = 400", "vocab_size = 300"))
+    with pytest.raises(UserError, match="--force"):
+        run(ExperimentRunConfig(experiment=str(path), out=str(out), corpus=corpus, stop_after="tokens"))
+    assert (out / "experiment.json").read_text() == recorded
+
+
+def test_experiment_out_that_is_a_file_or_inside_the_corpus_is_refused(toy, tmp_path):
+    path, corpus = toy
+    (tmp_path / "file").write_text("x")
+    for out, message in ((tmp_path / "file", "is a file"), (tmp_path / "corpus" / "run", "lies inside --corpus")):
+        (tmp_path / "corpus").mkdir(exist_ok=True)
+        (tmp_path / "corpus" / "a.txt").write_text("some words here\n")
+        result = CliRunner().invoke(main, ["experiment", str(path), "--out", str(out),
+                                           "--corpus", str(tmp_path / "corpus")])
+        assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+
+
 def test_shipped_experiments_load():
     assert {"demo", "paper-small", "paper-large"} <= set(builtin_names())
     small = load_experiment("paper-small")
-    assert [v.transition_epoch for v in small.variants] == [14, "all"]
-    assert [v.transition_epoch for v in load_experiment("paper-large").variants] == [1, 3]
-    assert {v.temperature for v in load_experiment("demo").variants} == {1.0, 6.0}
+    assert [v.distillation.transition_epoch for v in small.variants] == [14, "all"]
+    assert [v.distillation.transition_epoch for v in load_experiment("paper-large").variants] == [1, 3]
+    assert {v.distillation.temperature for v in load_experiment("demo").variants} == {1.0, 6.0}

@@ -9,8 +9,10 @@ from click.testing import CliRunner
 from pipeline.batching import BatchStream, WindowPlan
 from pipeline.checkpoint import load_model
 from pipeline.cli import main
+from pipeline.distillation import DistillationSpec
 from pipeline.logit_store import LogitStore
 from pipeline.objectives import SuperstillObjective
+from pipeline.spec_parsing import field_names
 from pipeline.token_store import TokenStore
 from stages.dump_teacher import DumpTeacherConfig, run as dump
 from stages.train_student import TrainStudentConfig, run as train_student
@@ -35,10 +37,12 @@ def setup(tmp_path_factory):
 
 
 def student(setup, out, epochs=2, steps=6, resume=False, **options):
+    """Train a tiny student; options are TrainStudentConfig's and DistillationSpec's fields."""
+    spec = {k: options.pop(k) for k in list(options) if k in field_names(DistillationSpec)}
     config = TrainStudentConfig(tokens=setup["tokens"], out=str(out), preset="tiny-student", resume=resume,
                                 overrides=overrides(model={"n_layer": 2},
                                                     train={"epochs": epochs, "max_steps_per_epoch": steps}),
-                                **options)
+                                distillation=DistillationSpec(**spec), **options)
     return train_student(config)
 
 
@@ -66,8 +70,9 @@ def test_store_fed_equals_online_when_the_store_holds_the_full_vocabulary(setup)
     ids = tokens.read("train")
     stream = BatchStream(ids, WindowPlan(ids.size, 16, 256, seed=0), 4, row_source=lambda lo, hi: store.read_rows("train", lo, hi))
     batch = next(iter(stream.epoch(1)))
-    stored = SuperstillObjective(2.0, 0.6, 0.4, "bucket", "all")(model, batch, 1)
-    online = SuperstillObjective(2.0, 0.6, 0.4, "bucket", "all", teacher_model=teacher_model)(model, batch, 1)
+    spec = DistillationSpec(temperature=2.0)
+    stored = SuperstillObjective(spec)(model, batch, 1)
+    online = SuperstillObjective(spec, teacher_model=teacher_model)(model, batch, 1)
     # float16 scores in the store are the only difference
     assert float(stored.loss.detach()) == pytest.approx(float(online.loss.detach()), rel=2e-4)
     assert float(stored.terms["loss_teacher"]) == pytest.approx(float(online.terms["loss_teacher"]), rel=2e-4)

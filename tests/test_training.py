@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from pipeline.token_store import TokenStore
 from pipeline.training import TrainingRun, train
 from stages.evaluate import EvaluateConfig, run as evaluate
 from stages.train_teacher import TrainTeacherConfig, run as train_teacher
-from tests.factories import micro_token_store, overrides
+from tests.factories import TINY_TRAIN, micro_token_store, overrides
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +50,8 @@ def test_metrics_per_epoch_and_evaluate_reproduces_last_epoch(store, tmp_path):
     assert [l["epoch"] for l in lines] == [1, 2, 3]
     assert lines[-1]["val_ppl"] < lines[0]["val_ppl"]  # it learns
     assert lines[-1]["tokens_seen"] == 3 * 40 * 4 * 16
-    result = evaluate(EvaluateConfig(checkpoint=str(tmp_path / "run"), tokens=store, max_tokens=512))
+    result = evaluate(EvaluateConfig(checkpoint=str(tmp_path / "run"), tokens=store, max_tokens=512,
+                                     batch_size=TINY_TRAIN["eval_batch_size"]))  # same batches: same rounding
     assert result["perplexity"] == pytest.approx(last["val_ppl"], rel=1e-9)
     run_json = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run_json["kind"] == "teacher" and run_json["model"]["n_layer"] == 1
@@ -63,16 +65,25 @@ def test_resume_after_epoch_one_is_exact(store, tmp_path):
 
 
 class InterruptAt:
-    """Wraps the real objective and raises KeyboardInterrupt (a Ctrl-C) before a given step."""
+    """Wraps the real objective; at call `step` sends this process a real SIGINT (a Ctrl-C) `when` =
+    "before" or "after" the forward pass, or raises KeyboardInterrupt there ("raise": a second Ctrl-C)."""
 
-    def __init__(self, step):
-        self.inner, self.step, self.calls = DataObjective(), step, 0
+    def __init__(self, step, when="before"):
+        self.inner, self.step, self.when, self.calls = DataObjective(), step, when, 0
 
     def __call__(self, model, batch, epoch):
         self.calls += 1
-        if self.calls == self.step:
+        if self.calls == self.step and self.when in ("before", "raise"):
+            self._interrupt()
+        result = self.inner(model, batch, epoch)
+        if self.calls == self.step and self.when == "after":
+            self._interrupt()
+        return result
+
+    def _interrupt(self):
+        if self.when == "raise":
             raise KeyboardInterrupt
-        return self.inner(model, batch, epoch)
+        os.kill(os.getpid(), signal.SIGINT)
 
     def uses_teacher(self, epoch):
         return False
@@ -81,18 +92,41 @@ class InterruptAt:
         return None
 
 
-def test_ctrl_c_mid_epoch_saves_and_resume_is_exact(store, tmp_path):
-    teacher(store, tmp_path / "straight", epochs=2)
+def interrupted_run(store, out, objective, epochs=2):
     tokens = TokenStore.open(store)
     model_config, train_config = resolve_for_tokens(
-        "tiny-teacher", overrides(train={"epochs": 2, "max_steps_per_epoch": 6}), tokens.vocab_size)
-    run = TrainingRun(out=tmp_path / "cut", kind="teacher", model_config=model_config, train_config=train_config,
-                      tokens=tokens, objective=InterruptAt(step=9))
+        "tiny-teacher", overrides(train={"epochs": epochs, "max_steps_per_epoch": 6}), tokens.vocab_size)
+    return TrainingRun(out=out, kind="teacher", model_config=model_config, train_config=train_config,
+                       tokens=tokens, objective=objective)
+
+
+@pytest.fixture(scope="module")
+def straight(store, tmp_path_factory):
+    out = tmp_path_factory.mktemp("straight") / "run"
+    teacher(store, out, epochs=2)
+    return weights(out)
+
+
+# Ctrl-C at several points: inside epoch 1 before a forward pass, inside epoch 2 after one (mid-step: the
+# backward and optimizer step still follow), and in the last step of an epoch (stops before epoch 2).
+@pytest.mark.parametrize("step, when, saved_at", [(3, "before", (1, 3)), (9, "after", (2, 3)), (6, "after", (2, 0))])
+def test_ctrl_c_then_resume_equals_an_uninterrupted_run(store, straight, tmp_path, step, when, saved_at):
     with pytest.raises(InterruptedRun, match="--resume"):
-        train(run)
-    assert load(tmp_path / "cut")["position"]["step"] == 2  # epoch 2, after 2 of its 6 steps
+        train(interrupted_run(store, tmp_path / "cut", InterruptAt(step, when)))
+    position = load(tmp_path / "cut")["position"]
+    assert (position["epoch"], position["step"]) == saved_at  # the step in progress was finished, then saved
+    assert position["wall_time_s"] > 0  # the interrupted stretch counts
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
     teacher(store, tmp_path / "cut", epochs=2, resume=True)
-    assert_same_weights(weights(tmp_path / "straight"), weights(tmp_path / "cut"))
+    assert_same_weights(straight, weights(tmp_path / "cut"))
+    history = json.loads((tmp_path / "cut" / "run.json").read_text())["history"]
+    assert [h["event"] for h in history] == ["start", "resume"] and history[1]["epoch"] == saved_at[0]
+
+
+def test_second_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(store, tmp_path):
+    with pytest.raises(InterruptedRun, match="stopped at once.*epoch 2, step 0"):
+        train(interrupted_run(store, tmp_path / "cut", InterruptAt(9, "raise")))
+    assert (load(tmp_path / "cut")["position"]["epoch"], load(tmp_path / "cut")["position"]["step"]) == (2, 0)
 
 
 def free_port():

@@ -30,6 +30,15 @@ class PipelineGroup(click.Group):
         except UserError as error:
             click.echo(f"Error: {error}", err=True)
             ctx.exit(error.exit_code)
+        except OSError as error:  # the environment, not a bug: no permission, disk full, gone away
+            where = f"{error.filename}: " if error.filename else ""
+            click.echo(f"Error: {where}{error.strerror or error}; check the path, its permissions and free space, "
+                       f"then re-run (with --resume where the command has it)", err=True)
+            ctx.exit(1)
+        except KeyboardInterrupt:
+            click.echo("Error: interrupted; outputs are written atomically or marked complete only at the end, "
+                       "so nothing half-written looks finished: re-run the command", err=True)
+            ctx.exit(130)
 
 
 @click.group(cls=PipelineGroup, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import click
 
+from pipeline.config import PRECISIONS
+
 
 @click.command("dump-teacher")
 @click.option("--checkpoint", required=True, help="Teacher checkpoint file or run directory.")
@@ -17,8 +19,12 @@ import click
 @click.option("--shard-rows", type=int, default=65536, help="Positions per shard file (unit of work and transfer).")
 @click.option("--chunk-rows", type=int, default=4096, help="Positions per compressed chunk (unit of a training read).")
 @click.option("--device", default="auto", help="auto | cpu | cuda | cuda:N.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="auto",
+              help="Teacher trunk precision: auto = bf16 autocast on CUDA, fp32 elsewhere (the head is always fp32).")
 @click.option("--resume", is_flag=True, help="Finish an interrupted dump (skips shards already written).")
-@click.option("--force", is_flag=True, help="Overwrite an existing store.")
+@click.option("--force", is_flag=True, help="Overwrite an existing logit store (never anything else).")
+@click.option("--allow-other-tokens", is_flag=True,
+              help="Dump although the checkpoint was trained on other tokens (only if the vocabularies are the same).")
 def command(**options):
     """Run the frozen teacher once over a token store and write its top-k distribution per position.
 

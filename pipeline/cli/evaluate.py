@@ -12,7 +12,8 @@ import click
 @click.option("--context", type=int, default=0, help="Window length (0 = the model's context).")
 @click.option("--batch-size", type=int, default=32, help="Windows per batch.")
 @click.option("--device", default="auto", help="auto | cpu | cuda | cuda:N.")
-@click.option("--out", default=None, help="Write the result JSON here (default: beside the checkpoint).")
+@click.option("--out", default=None, help="Write the result JSON here (default: evaluation-SPLIT.json beside the checkpoint).")
+@click.option("--force", is_flag=True, help="Replace an existing result file written by this command.")
 def command(**options):
     """Perplexity (and mean NLL, tokens evaluated) of a checkpoint on a token store split."""
     from stages.evaluate import EvaluateConfig, run
