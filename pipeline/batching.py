@@ -5,8 +5,12 @@ The order is a pure function of (seed, epoch, rank, world), identical for the te
 every student, so comparisons between them are fair. It is block-wise because a logit store is read
 block by block: reading ~1-2 ms per zarr indexing call forbids fetching rows window by window, so each
 epoch shuffles the order of blocks of `block_tokens` positions, deals blocks to ranks round-robin, and
-shuffles the windows within each group of `GROUP_BLOCKS` consecutive blocks of a rank's list. Rows for
-a group are read in one call per block by a background thread while the model trains on the last group.
+shuffles the windows within each group of `GROUP_BLOCKS` consecutive blocks of a rank's list. A rank's
+batches are consecutive slices of its groups' windows in group order, so a batch may straddle groups (and
+span several when it holds more windows than a group). Every rank takes the same number of full batches,
+the smallest rank's, so each epoch drops each rank's windows after its last full batch (fewer than one
+batch plus the difference between the ranks' window counts). Rows are read once per block per epoch by a
+background thread while the model trains on earlier batches (`_BlockRows`).
 """
 
 from __future__ import annotations
@@ -91,13 +95,14 @@ class BatchStream:
     def epoch(self, epoch: int, start_step: int = 0, with_teacher: bool = True) -> Iterator[Batch]:
         """Batches start_step.. of `epoch`; teacher rows only when `with_teacher` and a source exists."""
         steps = self.steps_per_epoch(epoch)
-        batches = self._batch_starts(epoch)[start_step:steps]
+        groups = self.plan.rank_groups(epoch, self.rank, self.world)
+        batches = self._batch_starts(groups)[start_step:steps]
         source = self.row_source if with_teacher else None
         if not batches:
             return
         work: queue.Queue = queue.Queue(maxsize=max(1, self.prefetch_groups * 8))
         stop = threading.Event()
-        producer = threading.Thread(target=self._produce, args=(batches, source, work, stop), daemon=True)
+        producer = threading.Thread(target=self._produce, args=(batches, groups, source, work, stop), daemon=True)
         producer.start()
         try:
             for _ in batches:
@@ -115,14 +120,15 @@ class BatchStream:
                 except queue.Empty:
                     producer.join(timeout=0.05)
 
-    def _batch_starts(self, epoch: int) -> list[np.ndarray]:
-        starts = np.concatenate(self.plan.rank_groups(epoch, self.rank, self.world) or [np.zeros(0, np.int64)])
+    def _batch_starts(self, groups: list[np.ndarray]) -> list[np.ndarray]:
+        """The rank's full batches: consecutive slices of its groups' windows, in group order."""
+        starts = np.concatenate(groups or [np.zeros(0, np.int64)])
         return [starts[i:i + self.batch_size] for i in range(0, starts.size - self.batch_size + 1, self.batch_size)]
 
-    def _produce(self, batches: list[np.ndarray], source: RowSource | None, work: queue.Queue,
-                 stop: threading.Event) -> None:
+    def _produce(self, batches: list[np.ndarray], groups: list[np.ndarray], source: RowSource | None,
+                 work: queue.Queue, stop: threading.Event) -> None:
         try:
-            blocks = _BlockRows(source, self.plan) if source is not None else None
+            blocks = _BlockRows(source, self.plan, groups) if source is not None else None
             for starts in batches:
                 if stop.is_set():
                     return
@@ -138,31 +144,46 @@ class BatchStream:
 
 
 class _BlockRows:
-    """Teacher rows of the blocks in use: one read per block, dropped once the order has left them.
+    """Teacher rows of the blocks in use: one read per block per epoch, dropped once the order has left them.
 
     A block's read covers every window that starts in it, [first start, last start + C), so it may run a
-    little into the next block. Each block belongs to exactly one shuffle group per epoch and groups are
-    consumed in order, so blocks of earlier groups are never needed again.
+    little into the next block. Each block belongs to exactly one shuffle group per epoch and batches take
+    the groups' windows in order, so when a batch's first window lies in group g, blocks of groups before g
+    are never needed again: those, and only those, are dropped. No block of group g or later is dropped, so
+    none is read twice and none the batch needs is missing.
+
+    Memory bound: the cache holds blocks of the groups the current batch touches, at most
+    GROUP_BLOCKS * (1 + ceil((B - 1) / W)) blocks for B windows a batch and W the fewest windows in a group:
+    2 * GROUP_BLOCKS blocks whenever a batch fits in a group. A block's rows are about block_tokens + C;
+    batches waiting in the prefetch queue hold their own copies (B * C rows each).
     """
 
-    def __init__(self, source: RowSource, plan: WindowPlan):
+    def __init__(self, source: RowSource, plan: WindowPlan, groups: list[np.ndarray]):
         self.source, self.plan = source, plan
+        self.group_of: dict[int, int] = {}  # block -> index of the group (this epoch) that holds its windows
+        for g, starts in enumerate(groups):
+            self.group_of.update(dict.fromkeys(np.unique(starts // plan.block_tokens).tolist(), g))
         self.cache: dict[int, tuple[int, object]] = {}  # block -> (first position read, rows)
 
     def rows_for(self, starts: np.ndarray):
-        block_of = starts // self.plan.block_tokens
+        """Rows of the B*C input positions of windows `starts` [B], row-major."""
+        block_of = starts // self.plan.block_tokens  # [B]
         needed = set(block_of.tolist())
-        for block in needed - self.cache.keys():
-            lo = max(int(block) * self.plan.block_tokens, 0)
-            first = -(-lo // self.plan.context) * self.plan.context  # first window start in the block
-            last = min((int(block) + 1) * self.plan.block_tokens, self.plan.n_windows * self.plan.context) - 1
-            last = last - last % self.plan.context
-            self.cache[block] = (first, self.source(first, last + self.plan.context))
-        if len(self.cache) > 2 * GROUP_BLOCKS:  # keep this group's blocks and the newest ones
-            for block in sorted(self.cache, key=lambda b: b in needed)[: len(self.cache) - 2 * GROUP_BLOCKS]:
-                del self.cache[block]
+        current = min(self.group_of[block] for block in needed)  # the batch's first group
+        for block in [b for b in self.cache if self.group_of[b] < current]:
+            del self.cache[block]
+        for block in sorted(needed - self.cache.keys()):
+            self.cache[block] = self._read(block)
         pieces = []
         for start, block in zip(starts.tolist(), block_of.tolist()):
             first, rows = self.cache[block]
             pieces.append(rows[start - first:start - first + self.plan.context])
         return type(pieces[0]).cat(pieces)
+
+    def _read(self, block: int) -> tuple[int, object]:
+        """(first window start in `block`, rows [first, last start + C)) in one source call."""
+        context = self.plan.context
+        first = -(-(block * self.plan.block_tokens) // context) * context  # ceil to a window start
+        last = min((block + 1) * self.plan.block_tokens, self.plan.n_windows * context) - 1
+        last = last - last % context  # the last window start in the block
+        return first, self.source(first, last + context)

@@ -10,6 +10,8 @@ replaces RUN/figures when complete, then report.md is replaced atomically.
 
 from __future__ import annotations
 
+import json
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from pipeline.report_costs import CostRow, cost_section
 from pipeline.report_runs import Experiment, RunResult, load_experiment
 from pipeline.sample_complexity import (BEFORE_FIRST, NEVER_REACHED, PaperReading, Reduction, paper_reading,
                                         reductions)
-from pipeline.storage import atomic_output, atomic_write_text
+from pipeline.storage import FIGURES, FIGURES_INDEX, atomic_output, atomic_write_text
 
 METRICS = (("val_ppl", "held-out"), ("train_ppl", "train subset"))
 
@@ -237,8 +239,10 @@ def build_report(location: str, baseline_name: str | None = None) -> ReportFiles
     if baseline_name is not None and experiment.students:
         choose_baseline(experiment, experiment.students[0], baseline_name)  # an unknown name fails before drawing
     figures_dir = experiment.directory / "figures"
-    with atomic_output(figures_dir, force=True, option="RUN/figures") as temp:
+    with atomic_output(figures_dir, force=True, option="RUN/figures", kinds=(FIGURES,)) as temp:
         names = write_figures(experiment.runs, Path(temp), experiment.name)
+        index = {"kind": "superstill.figures", "figures": names}
+        (Path(temp) / FIGURES_INDEX).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
         text = render_report(experiment, names, baseline_name)  # inside: a failure keeps the old figures
     report = experiment.directory / "report.md"
     atomic_write_text(report, text)

@@ -95,14 +95,17 @@ def check_creatable(path: Path, option: str = "--out") -> None:
 
 
 ARTIFACT_KINDS = {"superstill.tokens": "token store", "superstill.logits": "logit store"}
-RUN, EXPERIMENT, TOKENS, LOGITS = "run", "experiment", "token store", "logit store"
+RUN, EXPERIMENT, TOKENS, LOGITS, FIGURES = "run", "experiment", "token store", "logit store", "figures"
+FIGURES_INDEX = "index.json"
+"""Written by `pipeline report` into RUN/figures/: {"kind": "superstill.figures", "figures": [...]}."""
 
 
 def artifact_kind(location: str | os.PathLike) -> str | None:
     """What superstill artifact is at `location` ("run", "experiment", "token store", "logit store"), or None.
 
     Recognised by files only this tool writes: a run's run.json (with its "kind"), an experiment's
-    experiment.json + state.json, a store's zarr.json with the `superstill.format` attribute.
+    experiment.json + state.json, a store's zarr.json with the `superstill.format` attribute, a report's
+    figures/index.json.
     """
     fs, root = filesystem(location)
     root = root.rstrip("/")
@@ -115,6 +118,11 @@ def artifact_kind(location: str | os.PathLike) -> str | None:
             return RUN if isinstance(record, dict) and "kind" in record and "tool_version" in record else None
         if fs.isfile(f"{root}/experiment.json") and fs.isfile(f"{root}/state.json"):
             return EXPERIMENT
+        if fs.isfile(f"{root}/{FIGURES_INDEX}"):
+            index = json.loads(fs.cat_file(f"{root}/{FIGURES_INDEX}"))
+            return FIGURES if isinstance(index, dict) and index.get("kind") == "superstill.figures" else None
+        if root.endswith("/figures") and all(name.endswith(".png") for name in fs.ls(root, detail=False)):
+            return FIGURES  # written by a report from before figures/index.json: nothing but its PNGs
     except (OSError, ValueError, AttributeError):
         return None
     return None

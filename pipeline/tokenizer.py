@@ -19,9 +19,18 @@ Each file is one task. A worker returns its tokens interned: the file's distinct
 list of str) and an int32 index per token into that list. That pickles in milliseconds, unlike
 spaCy Docs, and lets the parent build one vocabulary without ever seeing a token string twice.
 
+A file's text is processed in pieces of about `PIECE_CHARS` characters, each cut just before a
+whitespace character. Cutting at whitespace cannot change the chunks (so not the tokens either),
+and it bounds the working set (the chunk list, its dicts, the int64 arrays of `_expand`) by the
+piece size rather than the file size: a 20M-character file with no line breaks is fine. Only the
+file's decoded text and its (n_tokens,) int32 index grow with the file. Words are numbered in
+order of first appearance across pieces, exactly as one whole-text pass numbers them.
+
 Lowercasing (the default) is applied to the text *before* tokenizing: spaCy's special cases are
 case-sensitive ("can't" -> "ca n't" but "CAN'T" stays whole), so lowercasing first gives one
-spelling of each token.
+spelling of each token. It is done piece by piece, which equals lowercasing the whole text:
+`str.lower` maps each character alone except for Greek final sigma, whose context ends at
+whitespace, and it maps whitespace to itself and nothing else to whitespace.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ import functools
 import itertools
 import multiprocessing
 import os
+import re
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +54,13 @@ MEMO_CHUNKS = 500_000
 """Chunks remembered per process (~200 B each); when full, memo and spaCy vocabulary start afresh,
 which bounds a worker's memory on any corpus without changing a single token."""
 MAX_DEFAULT_WORKERS = 8
+PIECE_CHARS = 2_000_000
+"""Characters of a file's text tokenized at a time (then on to the next whitespace). Measured on a
+20M-character one-line file: the tokenizer's peak RSS grew by ~100 MB (whole text at once: ~470 MB);
+1M-character pieces saved only ~15 MB more, 4M cost ~40 MB more; each piece re-looks-up its distinct
+chunks, ~10-15% more CPU there. Files shorter than this (nearly all) are one piece."""
+
+_WHITESPACE = re.compile(r"\s")  # for str patterns, exactly `str.isspace`: where `str.split` and spaCy cut
 
 _tokenizer: "ChunkTokenizer | None" = None  # this process's: fresh per `tokenize_files`, inherited by forks
 
@@ -94,37 +111,71 @@ def spacy_version() -> str:
 class ChunkTokenizer:
     """Text -> (distinct words, index per token), calling spaCy once per distinct chunk."""
 
-    def __init__(self, memo_chunks: int = MEMO_CHUNKS) -> None:
+    def __init__(self, memo_chunks: int = MEMO_CHUNKS, piece_chars: int = PIECE_CHARS) -> None:
         self.memo_chunks = memo_chunks
+        self.piece_chars = piece_chars
         self._restart()
 
     def _restart(self) -> None:
         self.spacy = make_spacy_tokenizer()
         self.memo: dict[str, tuple[str, ...]] = {}
 
-    def chunk_tokens(self, chunk: str) -> tuple[str, ...]:
-        """spaCy's tokens for one whitespace-free chunk, memoized."""
-        tokens = self.memo.get(chunk)
-        if tokens is None:
-            if len(self.memo) >= self.memo_chunks:
-                self._restart()
-            tokens = self.memo[chunk] = tuple(token.text for token in self.spacy(chunk))
-        return tokens
+    def chunk_tokens(self, distinct: list[str]) -> list[tuple[str, ...]]:
+        """spaCy's tokens for each of these distinct whitespace-free chunks, memoized.
 
-    def __call__(self, text: str) -> tuple[list[str], np.ndarray]:
-        # Every per-token step below is a C-level loop (split, dict.fromkeys, map); Python runs
-        # once per distinct chunk of the file.
-        chunks = text.split()  # whitespace-free runs, cut exactly where spaCy cuts
+        A piece repeats most of the previous pieces' chunks, so the look-ups are C-level loops and
+        Python runs only per unseen chunk. The memo starts afresh before a piece whose new chunks
+        would overflow it: it holds at most `memo_chunks` plus one piece's distinct chunks.
+        """
+        unseen = list(itertools.filterfalse(self.memo.__contains__, distinct))
+        if self.memo and len(self.memo) + len(unseen) > self.memo_chunks:
+            self._restart()
+            unseen = distinct
+        for chunk in unseen:
+            self.memo[chunk] = tuple(token.text for token in self.spacy(chunk))
+        return list(map(self.memo.__getitem__, distinct))
+
+    def __call__(self, text: str, lowercase: bool = False) -> tuple[list[str], np.ndarray]:
+        """The text's distinct words (in order of first appearance) and (n_tokens,) int32 index into them."""
+        word_ids: dict[str, int] = {}  # the file's words so far -> id; shared by all pieces
+        parts = []
+        for piece in whitespace_pieces(text, self.piece_chars):
+            parts.append(self._tokenize_piece(piece.lower() if lowercase else piece, word_ids))
+        if len(parts) <= 1:  # the usual case, no copy
+            return list(word_ids), parts[0] if parts else np.zeros(0, np.int32)
+        return list(word_ids), np.concatenate(parts)
+
+    def _tokenize_piece(self, piece: str, word_ids: dict[str, int]) -> np.ndarray:
+        """(n_tokens_in_piece,) int32 ids in `word_ids`, which gains the piece's new words in order."""
+        # Every per-token and per-chunk step below is a C-level loop (split, dict.fromkeys, map,
+        # filterfalse); Python runs once per chunk never seen before.
+        chunks = piece.split()  # whitespace-free runs, cut exactly where spaCy cuts
         distinct = list(dict.fromkeys(chunks))
         number = dict(zip(distinct, range(len(distinct))))
         chunk_ids = np.fromiter(map(number.__getitem__, chunks), np.int64, len(chunks))  # (n_chunks,)
-        token_lists = [self.chunk_tokens(chunk) for chunk in distinct]
+        del chunks, number  # the piece's largest objects; gone before the arrays below are built
+        token_lists = self.chunk_tokens(distinct)
         lengths = np.fromiter(map(len, token_lists), np.int64, len(token_lists))  # (n_distinct,)
         flat_words = list(itertools.chain.from_iterable(token_lists))  # every distinct chunk's tokens
-        words = list(dict.fromkeys(flat_words))
-        word_ids = dict(zip(words, range(len(words))))
+        new_words = itertools.filterfalse(word_ids.__contains__, dict.fromkeys(flat_words))
+        word_ids.update(zip(new_words, itertools.count(len(word_ids))))
         flat = np.fromiter(map(word_ids.__getitem__, flat_words), np.int32, len(flat_words))
-        return words, _expand(chunk_ids, lengths, flat)
+        return _expand(chunk_ids, lengths, flat)
+
+
+def whitespace_pieces(text: str, size: int) -> Iterator[str]:
+    """Consecutive pieces of `text`: each runs from its start to the first whitespace character at
+    or after `size` characters (or to the end), so the pieces' chunks (`str.split`) are exactly the
+    text's. A piece is longer than `size` only by the chunk that straddles the mark.
+    """
+    if size < 1:
+        raise ValueError(f"piece size must be at least 1, not {size}")
+    start = 0
+    while start < len(text):
+        cut = _WHITESPACE.search(text, start + size) if start + size < len(text) else None
+        end = cut.start() if cut else len(text)
+        yield text[start:end]  # the whole text itself (no copy) when it is one piece
+        start = end
 
 
 def _expand(chunk_ids: np.ndarray, lengths: np.ndarray, flat: np.ndarray) -> np.ndarray:
@@ -154,8 +205,7 @@ def tokenize_file(path: str | Path, lowercase: bool = True) -> FileTokens:
         return result
     if _tokenizer is None:
         _new_tokenizer()
-    text = document.text.lower() if lowercase else document.text
-    result.words, result.index = _tokenizer(text)
+    result.words, result.index = _tokenizer(document.text, lowercase)
     return result
 
 

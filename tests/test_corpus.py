@@ -7,7 +7,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from pipeline.corpus import (MAX_LINE_CHARS, check_line_lengths, choose_val_documents, decode_text,
+from pipeline.corpus import (MAX_CHUNK_CHARS, check_chunk_lengths, choose_val_documents, decode_text,
                              find_corpus_files, read_document, strip_gutenberg)
 from pipeline.errors import UserError
 
@@ -79,13 +79,49 @@ def test_gutenberg_only_file_is_skipped(tmp_path):
     assert read_document(write(tmp_path / "a.txt", text)).skipped.startswith("empty after removing")
 
 
-def test_gigantic_line_is_an_error_naming_file_and_line(tmp_path):
-    path = write(tmp_path / "one_line.txt", "ok\n" + "x" * (MAX_LINE_CHARS + 1) + "\nok\n")
-    with pytest.raises(UserError, match=r"one_line\.txt: line 2 is 1,000,001 characters long, over the 1,000,000"):
+def test_a_file_without_line_breaks_is_read_whole(tmp_path):
+    text = "To be, or not to be: that is the question. " * 30_000  # 1.3M characters, one line
+    assert len(text) > MAX_CHUNK_CHARS and "\n" not in text
+    assert read_document(write(tmp_path / "one_line.txt", text)).text == text
+
+
+def test_overlong_run_without_whitespace_is_an_error_naming_file_offset_and_size(tmp_path):
+    path = write(tmp_path / "data.txt", "some prose\n" + "Qk" * (MAX_CHUNK_CHARS // 2) + "x\nmore prose\n")
+    with pytest.raises(UserError, match=r"data\.txt: 1,000,001 characters without whitespace at character 11, "
+                                        r"over the 1,000,000-character limit.*leave the file out") as error:
         read_document(path)
-    check_line_lengths("a" * 10 + "\n" + "b" * 10, "f", limit=10)  # exactly at the limit is fine
-    with pytest.raises(UserError, match="line 2 is 11 characters"):
-        check_line_lengths("a" * 10 + "\n" + "b" * 11, "f", limit=10)
+    assert "\n" not in str(error.value)
+
+
+def reference_runs(text: str) -> list[tuple[int, int]]:
+    """(start, length) of every whitespace-free run, in order, by a plain character loop."""
+    runs, start = [], None
+    for i, char in enumerate(text + " "):
+        if char.isspace() and start is not None:
+            runs.append((start, i - start))
+            start = None
+        elif not char.isspace() and start is None:
+            start = i
+    return runs
+
+
+@pytest.mark.parametrize("text", [
+    "a" * 10 + "\n" + "b" * 10,  # runs exactly at the limit are fine
+    "a" * 11,
+    "ab cd\u00a0" + "e" * 11 + "\u3000fg",  # no-break and ideographic spaces separate runs, as in str.split
+    "x " * 20 + "y" * 9 + "\u2028" + "z" * 12,
+    "w" * 9 + " " + "v" * 10 + "\t" + "u" * 13 + " " + "t" * 11,  # the first over-limit run is named
+])
+def test_chunk_check_finds_the_first_run_over_the_limit(text):
+    limit = 10
+    over = [run for run in reference_runs(text) if run[1] > limit]
+    if not over:
+        check_chunk_lengths(text, "f", limit=limit)
+        return
+    start, length = over[0]
+    with pytest.raises(UserError, match=rf"^f: {length} characters without whitespace at character {start}, "
+                                        rf"over the {limit}-character limit"):
+        check_chunk_lengths(text, "f", limit=limit)
 
 
 # --- Project Gutenberg boilerplate -----------------------------------------------------------

@@ -78,5 +78,5 @@ def test_tiny_presets_keep_the_paper_layer_ratio():
 def test_config_validation_is_one_line():
     with pytest.raises(UserError, match="divisible"):
         small_config(d_model=30, n_head=4)
-    with pytest.raises(UserError, match="unknown setting model.layers"):
+    with pytest.raises(UserError, match=r"model: unknown key\(s\) layers"):
         resolve("tiny-student", {"model": {"layers": 3}})

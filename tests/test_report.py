@@ -130,7 +130,8 @@ def test_figures_are_pngs_and_linked(finished_run):
     files = build_report(str(finished_run))
     names = sorted(p.name for p in files.figures)
     assert names == ["perplexity_by_epoch.png", "perplexity_by_time.png", "perplexity_by_tokens.png"]
-    assert sorted(p.name for p in (finished_run / "figures").iterdir()) == names  # rebuilt, stale one gone
+    assert sorted(p.name for p in (finished_run / "figures").iterdir()) == ["index.json", *names]  # stale one gone
+    assert sorted(json.loads((finished_run / "figures" / "index.json").read_text())["figures"]) == names
     text = files.markdown.read_text()
     for path in files.figures:
         data = path.read_bytes()
