@@ -1,4 +1,4 @@
-"""Small real artifacts for tests: token stores cut from the Shakespeare corpus, tiny configs."""
+"""Small real artifacts for tests: the fixture corpus, token stores cut from it, tiny configs."""
 
 from __future__ import annotations
 
@@ -6,12 +6,13 @@ import collections
 from pathlib import Path
 
 import numpy as np
-import pytest
 import spacy
 
 from pipeline.token_store import SPECIAL_TOKENS, TokenStoreMeta, write_token_store
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpora" / "shakespeare"
+# Nine public-domain books, one document per .txt file, shipped in the repository
+# (provenance and how to regenerate: tests/fixtures/README.md).
+FIXTURE_CORPUS = Path(__file__).resolve().parent / "fixtures" / "kjv"
 
 TINY_MODEL = {"n_layer": 1, "n_head": 2, "d_model": 32, "d_ff": 64, "context": 16, "dropout": 0.1}
 TINY_TRAIN = {"batch_size": 4, "lr": 1e-3, "shuffle_block_tokens": 256, "eval_max_tokens": 512,
@@ -19,13 +20,12 @@ TINY_TRAIN = {"batch_size": 4, "lr": 1e-3, "shuffle_block_tokens": 256, "eval_ma
 
 
 def corpus_files(count: int) -> list[Path]:
-    if not CORPUS.is_dir():
-        pytest.skip(f"the shared Shakespeare corpus is not at {CORPUS}")
-    return sorted(CORPUS.glob("*.txt"))[:count]
+    """The first `count` documents of the fixture corpus, in name order."""
+    return sorted(FIXTURE_CORPUS.glob("*.txt"))[:count]
 
 
 def micro_token_store(location: str, n_chars: int = 40_000, vocab_size: int = 300) -> str:
-    """A token store from the first characters of two plays (one per split), tokenized by spaCy."""
+    """A token store from the first characters of two fixture documents (one per split), tokenized by spaCy."""
     tokenizer = spacy.blank("en").tokenizer
     docs = []
     for path in corpus_files(2):
