@@ -4,6 +4,11 @@
 computed in batches of equal-length windows; everything a batch computes depends only on the windows
 in it, which depend only on the shard, so a shard's bytes do not depend on which rank or which run
 (fresh or resumed) computed it.
+
+Precision: under bf16 autocast only the transformer trunk runs in bfloat16; the final LayerNorm, the
+output head and the normalizers always run in float32 (`head_fp32`), so rounding the logits to
+bfloat16 (~0.4% of each logit) never enters the store. What bf16 still changes is the trunk's output;
+the store records which it was (`LogitStoreMeta.precision`, docs/STORE.md section 5).
 """
 
 from __future__ import annotations
@@ -15,8 +20,24 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from pipeline.config import PRECISIONS
+from pipeline.errors import UserError
+from pipeline.model import GPT
 from pipeline.teacher_rows import TeacherRows, teacher_rows_from_logits
 from pipeline.teacher_windows import Window
+
+# --precision (PRECISIONS, as training's train.precision) -> what the store records (logit_store.PRECISIONS).
+RECORDED_PRECISION = {"fp32": "fp32", "bf16": "bf16-autocast-fp32-head"}
+
+
+def dump_autocast(precision: str, device: torch.device) -> tuple[torch.dtype | None, str]:
+    """(autocast dtype or None, the precision name the store records) for --precision on `device`.
+
+    auto = bf16 autocast on CUDA, fp32 elsewhere; bf16 also works on the CPU (slowly), for tests."""
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    chosen = precision if precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
+    return (torch.bfloat16 if chosen == "bf16" else None), RECORDED_PRECISION[chosen]
 
 
 def _batches(windows: list[Window], batch_size: int) -> Iterator[list[Window]]:
@@ -30,18 +51,15 @@ def _batches(windows: list[Window], batch_size: int) -> Iterator[list[Window]]:
 
 
 @torch.inference_mode()
-def compute_rows(model: torch.nn.Module, ids: np.ndarray, windows: list[Window], k: int, temperatures,
+def compute_rows(model: GPT, ids: np.ndarray, windows: list[Window], k: int, temperatures,
                  batch_size: int, device: torch.device, amp: torch.dtype | None) -> TeacherRows:
-    """Rows for the positions the windows own, in ascending position order, on the CPU."""
+    """Rows for the positions the windows own, in ascending position order, on the CPU.
+
+    `amp` (e.g. torch.bfloat16) autocasts the trunk only; the head and everything after it are float32."""
     parts: list[tuple[int, TeacherRows]] = []
     for batch in _batches(windows, batch_size):
-        inputs = torch.from_numpy(np.stack([ids[w.start:w.stop] for w in batch]).astype(np.int64)).to(device)
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            logits = model(inputs)  # [B, L, V]
-        # Select each window's owned offsets on the device, then top-k there too: only [n, k] leaves it.
-        offsets = torch.cat([torch.arange(w.own_lo - w.start, w.own_hi - w.start) for w in batch]).to(device)
-        rows_of = torch.cat([torch.full((w.own_hi - w.own_lo,), i) for i, w in enumerate(batch)]).to(device)
-        rows = teacher_rows_from_logits(logits[rows_of, offsets], k, temperatures).to("cpu")
+        # Top-k on the device too: only [n, k] leaves it.
+        rows = teacher_rows_from_logits(owned_logits(model, ids, batch, device, amp), k, temperatures).to("cpu")
         at = 0
         for window in batch:
             size = window.own_hi - window.own_lo
@@ -49,6 +67,25 @@ def compute_rows(model: torch.nn.Module, ids: np.ndarray, windows: list[Window],
             at += size
     parts.sort(key=lambda item: item[0])
     return TeacherRows.cat([rows for _, rows in parts])
+
+
+def owned_logits(model: GPT, ids: np.ndarray, batch: list[Window], device: torch.device,
+                 amp: torch.dtype | None) -> torch.Tensor:
+    """Float32 logits [n, V] of the positions equal-length windows own, window by window, on `device`.
+
+    The trunk runs under `amp` autocast; the head only on the owned offsets, in float32."""
+    inputs = torch.from_numpy(np.stack([ids[w.start:w.stop] for w in batch]).astype(np.int64)).to(device)
+    with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+        hidden = model.hidden(inputs)  # [B, L, C]
+    offsets = torch.cat([torch.arange(w.own_lo - w.start, w.own_hi - w.start) for w in batch]).to(device)
+    rows_of = torch.cat([torch.full((w.own_hi - w.own_lo,), i) for i, w in enumerate(batch)]).to(device)
+    return head_fp32(model, hidden[rows_of, offsets])
+
+
+def head_fp32(model: GPT, hidden: torch.Tensor) -> torch.Tensor:
+    """The final LayerNorm and output head in float32 with autocast off: [n, C] -> logits [n, V]."""
+    with torch.autocast(hidden.device.type, enabled=False):
+        return model.head(model.ln_f(hidden.float()))
 
 
 class BackgroundWriter:

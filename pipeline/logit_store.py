@@ -17,15 +17,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-import fsspec
-import google_crc32c
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 
 from pipeline import __version__
 from pipeline.errors import UserError
-from pipeline.storage import check_writable, exists, local_path, remove
+from pipeline.storage import check_writable, exists, remove
+from pipeline.store_checks import (crc_ok, first_line, list_objects, missing_objects, object_path, open_array,
+                                   open_group, parse_meta, read_bytes, zarr_location)
 from pipeline.teacher_rows import DEFAULT_TEMPERATURES, TeacherRows, check_temperatures
 from pipeline.token_store import SPLITS, TokenStore, smallest_uint_dtype
 
@@ -33,7 +33,7 @@ FORMAT_NAME = "superstill.logits"
 FORMAT_VERSION = 1
 DATA_ARRAYS = ("ids", "score_deltas", "log_normalizer", "tail_mass")
 CONTENT_FIELDS = ("token_fingerprint", "vocab_size", "k", "temperatures", "positions", "context", "stride", "shard_rows",
-                  "chunk_rows", "codec", "teacher")  # what a resume must match
+                  "chunk_rows", "codec", "teacher", "precision")  # what a resume must match
 LAYOUT = ("row p = teacher's distribution of token p+1; ids by descending logit z; scores = z - max z = "
           "cumsum(score_deltas, axis=1, dtype=uint16).view(float16); log softmax(z/T) = scores/T - "
           "log_normalizer[:, j] at temperatures[j]; see docs/STORE.md")
@@ -48,6 +48,18 @@ CODECS: dict[str, Callable[[], list]] = {
     "blosc-zstd9-shuffle": lambda: [BloscCodec(cname="zstd", clevel=9, shuffle="shuffle")],
 }
 DEFAULT_CODEC = "blosc-zstd4-shuffle"
+# How the teacher's logits were computed (docs/STORE.md section 5 says what exactness each implies).
+PRECISIONS = {
+    "fp32": "float32 throughout",
+    "bf16-autocast-fp32-head": "trunk under bf16 autocast; final LayerNorm, head and normalizers in float32",
+    "bf16-autocast": "whole forward, head included, under bf16 autocast (a CUDA dump that predates this field)",
+    "unknown": "not recorded (a store that predates this field and has no dump stats)",
+}
+ADDED_FIELDS = ("precision",)  # fields newer than version 1: stores written before them still read
+CREATE_HINT = "create one with `pipeline dump-teacher`"
+DAMAGED_FIX = ("the store is damaged: re-download it or dump it again (`pipeline dump-teacher ... --force`); "
+               "`pipeline validate` lists every damaged chunk")
+META_FIX = "the store's metadata is damaged: re-download the store or dump it again (`pipeline dump-teacher ... --force`)"
 
 
 def _check(condition: bool, message: str) -> None:
@@ -101,6 +113,8 @@ class LogitStoreMeta:
     """superstill version that created the store."""
     complete: bool = False
     """False until `finish` has checked every shard; readers refuse incomplete stores."""
+    precision: str = "fp32"
+    """How the teacher ran (a key of PRECISIONS); older stores get it inferred by `from_dict`."""
 
     def __post_init__(self) -> None:
         _check(self.format == FORMAT_NAME, f"not a logit store (format {self.format!r}, expected {FORMAT_NAME!r})")
@@ -116,7 +130,9 @@ class LogitStoreMeta:
         _check(bool(self.positions), "a logit store needs at least one split")
         for split, count in self.positions.items():
             _check(split in SPLITS, f"--split {split}: expected one of {', '.join(SPLITS)}")
-            _check(count >= 0, f"positions of {split} must be >= 0, got {count}")
+            _check(isinstance(count, int) and not isinstance(count, bool) and count >= 0,
+                   f"positions of {split} must be a whole number >= 0, got {count!r}")
+        _check(self.precision in PRECISIONS, f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
 
     @property
     def splits(self) -> list[str]:
@@ -129,9 +145,12 @@ class LogitStoreMeta:
         return json.loads(json.dumps(dataclasses.asdict(self)))  # tuples become lists, as zarr stores them
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "LogitStoreMeta":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+    def from_dict(cls, data: dict[str, Any], where: str = "logit store metadata") -> "LogitStoreMeta":
+        """From stored metadata: every field present (but ADDED_FIELDS) and of its type, else a UserError
+        naming `where`; keys this version does not know are ignored."""
+        if isinstance(data, dict) and "precision" not in data:
+            data = {**data, "precision": _legacy_precision(data.get("stats"))}
+        return parse_meta(cls, data, where, optional=ADDED_FIELDS)
 
     def differences(self, other: "LogitStoreMeta") -> list[str]:
         """Fields that define the stored content and differ (a resume must match all of them)."""
@@ -139,9 +158,18 @@ class LogitStoreMeta:
         return [f"{n}: {mine[n]!r} != {theirs[n]!r}" for n in CONTENT_FIELDS if mine[n] != theirs[n]]
 
 
-def _zarr_location(location: str) -> str:
-    """Plain paths and file:// URLs go to zarr's LocalStore; other URLs to its fsspec store."""
-    return str(local_path(location) or location)
+def _width(meta: LogitStoreMeta, name: str) -> int:
+    """Columns of a data array: k for ids and score deltas, one per listed temperature for the others."""
+    return meta.k if name in ("ids", "score_deltas") else len(meta.temperatures)
+
+
+def _legacy_precision(stats: Any) -> str:
+    """The precision of a store written before it was recorded: those dumps ran bf16 autocast on CUDA
+    (head included) and float32 elsewhere, and recorded the device in their stats."""
+    device = stats.get("device") if isinstance(stats, dict) else None
+    if not isinstance(device, str):
+        return "unknown"
+    return "bf16-autocast" if device.startswith("cuda") else "fp32"
 
 
 class _Store:
@@ -151,19 +179,37 @@ class _Store:
         self.location, self.group, self.meta, self.option = str(location), group, meta, option
         self._arrays: dict[str, zarr.Array] = {}  # opening one rereads its zarr.json: ~1 ms
 
-    @staticmethod
-    def _open(location: str, mode: str, option: str) -> tuple[zarr.Group, LogitStoreMeta]:
-        if not exists(location):
-            raise UserError(f"{option} {location}: no such logit store; create one with `pipeline dump-teacher`")
-        try:
-            group = zarr.open_group(_zarr_location(location), mode=mode, zarr_format=3)
-            attrs = group.attrs.asdict()
-        except Exception as error:  # zarr raises several types for "not a group"
-            raise UserError(f"{option} {location} is not a logit store ({type(error).__name__})") from None
-        if attrs.get("superstill", {}).get("format") != FORMAT_NAME:
+    @classmethod
+    def _open(cls, location: str, mode: str, option: str):
+        """An instance on the store at `location`, its metadata and arrays checked (UserError if damaged)."""
+        location = str(location)
+        group, attrs = open_group(location, mode, option, "logit store", CREATE_HINT)
+        stored = attrs.get("superstill")
+        if not isinstance(stored, dict) or stored.get("format") != FORMAT_NAME:
             raise UserError(f"{option} {location} is not a logit store (no {FORMAT_NAME} metadata; if a dump was "
                             f"interrupted while creating it, start over with --force)")
-        return group, LogitStoreMeta.from_dict(attrs["superstill"])
+        where = f"{option} {object_path(location, 'zarr.json')}: attribute superstill"
+        try:
+            meta = LogitStoreMeta.from_dict(stored, where)
+        except UserError as error:
+            message = str(error) if str(error).startswith(where) else f"{where}: {error}"
+            raise UserError(f"{message}; {META_FIX}") from None
+        store = cls(location, group, meta, option)
+        store._check_arrays()
+        return store
+
+    def _check_arrays(self) -> None:
+        """Open every array (a missing or damaged zarr.json is a UserError) and check its shape and dtype."""
+        meta = self.meta
+        for split in meta.splits:
+            for name in DATA_ARRAYS + ("shard_complete",):
+                shape = (meta.n_shards(split),) if name == "shard_complete" else (meta.positions[split], _width(meta, name))
+                array = open_array(self.group, f"{split}/{name}", self.location, self.option)
+                dtype = meta.dtypes.get(name, array.dtype.name)
+                if array.shape != shape or array.dtype.name != dtype:
+                    raise UserError(f"{self.option} {self.location}: array {split}/{name} is {array.dtype.name}"
+                                    f"{list(array.shape)} but its metadata says {dtype}{list(shape)}; {META_FIX}")
+                self._arrays[f"{split}/{name}"] = array.with_config({"write_empty_chunks": True})
 
     def _split(self, split: str) -> str:
         if split not in self.meta.positions:
@@ -194,7 +240,29 @@ class _Store:
     def shard_file(self, split: str, name: str, shard: int) -> str:
         """Path or URL of the object holding one shard of one array."""
         key = self.array(split, name).metadata.encode_chunk_key((shard, 0))
-        return f"{self.location.rstrip('/')}/{split}/{name}/{key}"
+        return object_path(self.location, f"{split}/{name}/{key}")
+
+    def listings(self) -> dict[str, dict[str, int]]:
+        """{"<split>/<array>": {object key: size}} for every array: one listing each."""
+        return {key: list_objects(self.location, key) for key in
+                (f"{split}/{name}" for split in self.meta.splits for name in DATA_ARRAYS + ("shard_complete",))}
+
+    def missing_files(self, listed: dict[str, dict[str, int]] | None = None) -> list[str]:
+        """Objects that must exist but do not: each data array's file for every written shard (every shard
+        once complete) and, in a complete store, every completion marker. One listing per array."""
+        listed, missing = listed or self.listings(), []
+        for split in self.meta.splits:
+            every = range(self.meta.n_shards(split))
+            shards = every if self.meta.complete else sorted(self.completed_shards(split))
+            for name in DATA_ARRAYS:
+                key = f"{split}/{name}"
+                missing += missing_objects(self.location, key, self.array(split, name), [(s, 0) for s in shards],
+                                           listed[key])
+            if self.meta.complete:
+                key = f"{split}/shard_complete"
+                missing += missing_objects(self.location, key, self.array(split, "shard_complete"),
+                                           [(s,) for s in every], listed[key])
+        return missing
 
 
 
@@ -214,10 +282,10 @@ class LogitStoreWriter(_Store):
         meta = dataclasses.replace(meta, complete=False, stats={}, dtypes=dtypes, layout=LAYOUT,
                                    codec_json=[c.to_dict() for c in compressors], tool_version=__version__,
                                    created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-        group = zarr.open_group(_zarr_location(location), mode="w", zarr_format=3)
+        group = zarr.open_group(zarr_location(location), mode="w", zarr_format=3)
         for split, count in meta.positions.items():
             for name in DATA_ARRAYS:
-                width = meta.k if name in ("ids", "score_deltas") else len(meta.temperatures)
+                width = _width(meta, name)
                 group.create_array(f"{split}/{name}", shape=(count, width), dtype=dtypes[name],
                                    chunks=(meta.chunk_rows, width), shards=(meta.shard_rows, width),
                                    compressors=compressors, fill_value=0, dimension_names=["position", None])
@@ -231,14 +299,15 @@ class LogitStoreWriter(_Store):
     def open_for_writing(cls, location: str, expected: LogitStoreMeta | None = None,
                          option: str = "--out") -> "LogitStoreWriter":
         """Reopen an unfinished store to write (more) shards; `expected` must match what it holds."""
-        group, meta = cls._open(location, "r+", option)
+        store = cls._open(location, "r+", option)
+        meta = store.meta
         if meta.complete:
             raise UserError(f"{option} {location} is already complete; nothing to resume (pass --force to recompute it)")
         diffs = meta.differences(expected) if expected is not None else []
         if diffs:
             raise UserError(f"{option} {location} was started with different settings ({'; '.join(diffs)}); "
                             f"resume with the original settings or pass --force to start over")
-        return cls(location, group, meta, option)
+        return store
 
     def write_shard(self, split: str, shard: int, rows: TeacherRows) -> None:
         """Write all arrays of one shard (one zarr write each: a shard file is rewritten per write), then its marker."""
@@ -287,24 +356,50 @@ def _ranges(items: list[int]) -> str:
 
 
 class LogitStore(_Store):
-    """Read access to a logit store (complete unless asked otherwise)."""
+    """Read access to a logit store (complete unless asked otherwise).
+
+    `open` checks the metadata (fields present, of their types), every array's zarr.json, shape and
+    dtype and, with `check_files`, that every shard file that should exist does (one listing per array:
+    zarr would read a missing one as zeros); `read_rows` turns a chunk failing its CRC32C into a
+    UserError naming the array, rows and file. So a damaged store is a one-line error, never a traceback.
+    """
 
     @classmethod
-    def open(cls, location: str, require_complete: bool = True, option: str = "--teacher-logits") -> "LogitStore":
-        group, meta = cls._open(location, "r", option)
-        store = cls(location, group, meta, option)
+    def open(cls, location: str, require_complete: bool = True, option: str = "--teacher-logits",
+             check_files: bool = True) -> "LogitStore":
+        store = cls._open(location, "r", option)
+        meta = store.meta
         if require_complete and not meta.complete:
             done = sum(len(store.completed_shards(split)) for split in meta.splits)
             raise UserError(f"{option} {location} is incomplete ({done} of {sum(map(meta.n_shards, meta.splits))} "
                             f"shards written, an interrupted dump); finish it with `pipeline dump-teacher ... --resume`")
+        missing = store.missing_files() if check_files else []
+        if missing:
+            raise UserError(f"{option} {location}: {len(missing)} shard file(s) missing (first: {missing[0]}; zarr "
+                            f"would read them as zeros); {DAMAGED_FIX}")
         return store
 
     def read_rows(self, split: str, start: int, stop: int) -> TeacherRows:
         """Rows [start, stop) of a split as CPU tensors."""
         if not 0 <= start <= stop <= self.positions(split):
             raise ValueError(f"rows [{start}, {stop}) are outside {split}'s {self.positions(split)} positions")
-        arrays = {name: self.array(split, name)[start:stop] for name in DATA_ARRAYS}
+        arrays = {}
+        for name in DATA_ARRAYS:
+            try:
+                arrays[name] = self.array(split, name)[start:stop]
+            except Exception as error:  # crc32c raises ValueError; a damaged frame or index other types
+                raise self._damaged(split, name, start, stop, error) from None
         return TeacherRows.from_stored(arrays, self.meta.temperatures, self.meta.vocab_size)
+
+    def _damaged(self, split: str, name: str, start: int, stop: int, error: Exception) -> UserError:
+        """A UserError naming the array, rows and shard file (the failing chunk when it can be found)."""
+        shards = range(start // self.meta.shard_rows, (stop - 1) // self.meta.shard_rows + 1)
+        found = [problem for shard in shards for problem in self._locate(split, name, shard)]
+        if not found:
+            files = ", ".join(self.shard_file(split, name, shard) for shard in list(shards)[:2])
+            found = [f"{split}/{name} in {files} cannot be decoded ({first_line(error)})"]
+        return UserError(f"{self.option} {self.location}: cannot read {split} rows {start}-{stop - 1}: {found[0]}; "
+                         f"{DAMAGED_FIX}")
 
     def check_matches(self, tokens: TokenStore, split: str) -> None:
         """UserError unless these rows were computed from exactly `tokens`' `split`."""
@@ -321,27 +416,31 @@ class LogitStore(_Store):
 
     def verify(self) -> list[str]:
         """Read every chunk of every array; one message per problem (empty: the store is sound)."""
-        problems = []
+        problems, lost = [], set(self.missing_files())
         for split in self.meta.splits:
-            missing = sorted(set(range(self.meta.n_shards(split))) - self.completed_shards(split))
-            if missing:
-                problems.append(f"{split}: {len(missing)} of {self.meta.n_shards(split)} shards are not written "
-                                f"({_ranges(missing)}); finish with `pipeline dump-teacher ... --resume`")
+            unwritten = sorted(set(range(self.meta.n_shards(split))) - self.completed_shards(split))
+            if unwritten:
+                problems.append(f"{split}: {len(unwritten)} of {self.meta.n_shards(split)} shards are not written "
+                                f"({_ranges(unwritten)}); finish with `pipeline dump-teacher ... --resume`")
+            problems += [f"{split}/shard_complete: marker file {path} is missing" for path in sorted(lost)
+                         if path.startswith(object_path(self.location, f"{split}/shard_complete/"))]
             for shard in sorted(self.completed_shards(split)):
-                problems += self._verify_shard(split, shard)
+                problems += self._verify_shard(split, shard, lost)
         return problems
 
-    def _verify_shard(self, split: str, shard: int) -> list[str]:
+    def _verify_shard(self, split: str, shard: int, lost: set[str]) -> list[str]:
         start, stop = self.shard_range(split, shard)
         problems = []
         for name in DATA_ARRAYS:
             path = self.shard_file(split, name, shard)
+            if path in lost:  # zarr would silently read a missing shard as zeros
+                problems.append(f"{split}/{name}: shard {shard} file {path} is missing")
+                continue
             try:
-                if not exists(path):  # zarr would silently read a missing shard as zeros
-                    problems.append(f"{split}/{name}: shard {shard} file {path} is missing")
                 self.array(split, name)[start:stop]
             except Exception as error:  # noqa: BLE001 - any decode failure is a finding
-                problems += self._locate(split, name, shard, path, error)
+                problems += (self._locate(split, name, shard) or
+                             [f"{split}/{name}: shard {shard} in {path} cannot be read: {first_line(error)}"])
         if problems:
             return problems
         rows = self.read_rows(split, start, stop)
@@ -352,27 +451,50 @@ class LogitStore(_Store):
                   "log_normalizer below 0": bool((rows.log_normalizer < 0).any())}
         return [f"{split} shard {shard} (rows {start}-{stop - 1}): {what}" for what, bad in checks.items() if bad]
 
-    def _locate(self, split: str, name: str, shard: int, path: str, error: Exception) -> list[str]:
-        """Name the inner chunks (or the index) of a shard file whose CRC32C fails."""
-        fs, root = fsspec.core.url_to_fs(path)
-        data = fs.cat_file(root)
+    def _locate(self, split: str, name: str, shard: int) -> list[str]:
+        """What is wrong with one shard file: its failing chunks or index, or why it cannot be fetched."""
+        path = self.shard_file(split, name, shard)
+        try:
+            data = read_bytes(path)
+        except Exception as error:  # noqa: BLE001 - a file that cannot be fetched is the finding
+            return [f"{split}/{name}: shard {shard} file {path} cannot be read ({first_line(error)})"]
+        return self._crc_problems(split, name, shard, path, data)
+
+    def _crc_problems(self, split: str, name: str, shard: int, path: str, data: bytes) -> list[str]:
+        """The inner chunks (or the index) of shard file bytes `data` whose CRC32C fails; [] if none does."""
         chunks = self.meta.shard_rows // self.meta.chunk_rows
-        index_bytes = data[len(data) - 16 * chunks - 4:]
-        if not _crc_ok(index_bytes):
+        index_bytes = data[max(0, len(data) - 16 * chunks - 4):]
+        if len(index_bytes) != 16 * chunks + 4 or not crc_ok(index_bytes):
             return [f"{split}/{name}: shard {shard} index fails its CRC32C check in {path}"]
         index = np.frombuffer(index_bytes[:-4], dtype="<u8").reshape(chunks, 2)  # (offset, length) per chunk
         bad = [c for c, (offset, length) in enumerate(index)
-               if offset != 2**64 - 1 and not _crc_ok(data[offset:offset + length])]
-        if not bad:
-            return [f"{split}/{name}: shard {shard} in {path} cannot be read: {str(error).splitlines()[0]}"]
-        first = shard * self.meta.shard_rows + np.array(bad) * self.meta.chunk_rows
+               if offset != 2**64 - 1 and not crc_ok(data[offset:offset + length])]
+        first = shard * self.meta.shard_rows + np.array(bad, dtype=np.int64) * self.meta.chunk_rows
         return [f"{split}/{name}: chunk {c} of shard {shard} (rows {a}-{a + self.meta.chunk_rows - 1}) fails its "
                 f"CRC32C check in {path}" for c, a in zip(bad, first)]
+
+    def integrity(self, max_bytes: int) -> tuple[str, list[str]]:
+        """(one-line status, problems): missing shard files, and the CRC32C of every chunk and shard index of
+        the written shards when their files hold at most `max_bytes` in all (read raw, not decoded:
+        `inspect` uses this; `verify` decodes everything)."""
+        listed = self.listings()
+        missing = self.missing_files(listed)
+        if missing:
+            return "shard files missing", [f"shard file {path} is missing" for path in missing]
+        files = [(split, name, shard, self.shard_file(split, name, shard)) for split in self.meta.splits
+                 for shard in sorted(self.completed_shards(split)) for name in DATA_ARRAYS]
+        size = sum(size for entries in listed.values() for key, size in entries.items() if key.startswith("c/"))
+        if size > max_bytes:
+            return (f"{len(files)} shard files present; CRC32C not checked here ({size:,} bytes; "
+                    f"`pipeline validate` checks every chunk)"), []
+        problems = [p for split, name, shard, _ in files for p in self._locate(split, name, shard)]
+        return f"{len(files)} shard files present, CRC32C " + ("FAILED" if problems else "OK"), problems
 
     def summary(self) -> str:
         meta, stats = self.meta, self.meta.stats
         state = "complete" if meta.complete else "INCOMPLETE (resume with `pipeline dump-teacher ... --resume`)"
-        model = ", ".join(f"{key}={value}" for key, value in sorted(meta.teacher.get("model", {}).items()))
+        config = meta.teacher.get("model")
+        model = ", ".join(f"{key}={value}" for key, value in sorted(config.items())) if isinstance(config, dict) else "?"
         temps = ", ".join(f"{t:g}" for t in meta.temperatures)
         lines = [f"logit store {self.location}",
                  f"  format        {meta.format} v{meta.version} (written by superstill {meta.tool_version}), {state}",
@@ -380,20 +502,26 @@ class LogitStore(_Store):
                  f"  teacher       sha256 {str(meta.teacher.get('checkpoint_sha256', '?'))[:16]}; {model}",
                  f"  distribution  top-{meta.k} of {meta.vocab_size:,} ids, exact at T = {temps}; "
                  f"context {meta.context}, stride {meta.stride}",
+                 f"  precision     {meta.precision}: {PRECISIONS[meta.precision]}",
                  f"  layout        shards of {meta.shard_rows:,} rows, chunks of {meta.chunk_rows:,}, "
                  f"codec {meta.codec} + crc32c, ids {meta.dtypes.get('ids', '?')}"]
         lines += [f"  {split:<13} {meta.positions[split]:,} positions, {len(self.completed_shards(split))}/"
                   f"{meta.n_shards(split)} shards written" for split in meta.splits]
-        if "bytes_per_position" in stats:
-            lines.append(f"  size          {stats['stored_bytes']:,} bytes, {stats['bytes_per_position']:.1f} bytes/position")
-        lines += [f"  top-k mass    {split}: " + "; ".join(f"T={t} mean {v['mean']:.4f} min {v['min']:.4f}"
-                                                   for t, v in per_t.items())
-                  for split, per_t in stats.get("topk_mass", {}).items()]
-        lines += [f"  {key:<13} {stats[key]}" for key in sorted(stats)
-                  if key not in ("topk_mass", "stored_bytes", "bytes_per_position")]
+        try:
+            lines += _stats_lines(stats)
+        except (TypeError, ValueError, KeyError, AttributeError):  # free-form, so possibly malformed
+            lines.append(f"  stats         (malformed) {json.dumps(stats)[:200]}")
         return "\n".join(lines + [f"  created       {meta.created_at}"])
 
 
-def _crc_ok(data: bytes) -> bool:
-    """True if the last 4 bytes are the little-endian CRC32C of the rest (zarr's crc32c codec)."""
-    return len(data) >= 4 and google_crc32c.value(bytes(data[:-4])) == int.from_bytes(data[-4:], "little")
+def _stats_lines(stats: dict[str, Any]) -> list[str]:
+    """The summary's lines for `finish`'s stats: size, top-k mass per split and T, the dump's figures."""
+    lines = []
+    if "bytes_per_position" in stats:
+        lines.append(f"  size          {stats['stored_bytes']:,} bytes, {stats['bytes_per_position']:.1f} bytes/position")
+    lines += [f"  top-k mass    {split}: " + "; ".join(f"T={t} mean {v['mean']:.4f} min {v['min']:.4f}"
+                                               for t, v in per_t.items())
+              for split, per_t in stats.get("topk_mass", {}).items()]
+    return lines + [f"  {key:<13} {stats[key]}" for key in sorted(stats)
+                    if key not in ("topk_mass", "stored_bytes", "bytes_per_position")]
+

@@ -92,6 +92,10 @@ class GPT(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.ln_f(self.hidden(ids)))  # [B, T, V]
+
+    def hidden(self, ids: torch.Tensor) -> torch.Tensor:
+        """The last block's output [B, T, C], before `ln_f` and `head` (the dump runs those in float32)."""
         batch, time = ids.shape
         if time > self.config.context:
             raise ValueError(f"sequence of {time} tokens exceeds the model's context {self.config.context}")
@@ -99,7 +103,7 @@ class GPT(nn.Module):
         x = self.drop(self.tok_emb(ids) + self.pos_emb(positions))  # [B, T, C]
         for block in self.blocks:
             x = block(x)
-        return self.head(self.ln_f(x))  # [B, T, V]
+        return x
 
     def flops_per_token(self) -> int:
         """Forward FLOPs per token: 2 * (non-embedding params + head) + attention scores (PaLM's estimate)."""

@@ -213,6 +213,8 @@ def test_resume_bookkeeping_and_incomplete_store_refused(tmp_path):
         writer.finish()
     with pytest.raises(UserError, match="different settings.*k: 6 != 5"):
         LogitStoreWriter.open_for_writing(location, expected=dataclasses.replace(meta, k=5))
+    with pytest.raises(UserError, match="different settings.*precision: 'fp32' != 'bf16-autocast-fp32-head'"):
+        LogitStoreWriter.open_for_writing(location, expected=dataclasses.replace(meta, precision="bf16-autocast-fp32-head"))
     resumed = LogitStoreWriter.open_for_writing(location, expected=meta)
     for shard in sorted(set(range(4)) - resumed.completed_shards("train")):
         resumed.write_shard("train", shard, rows[slice(*resumed.shard_range("train", shard))])
@@ -275,17 +277,20 @@ def test_corrupted_chunk_and_index_are_named(tmp_path):
     assert len(problems) == 1
     assert "train/score_deltas: chunk 1 of shard 1 (rows 12-15) fails its CRC32C check" in problems[0]
     assert str(shard_file) in problems[0]
-    with pytest.raises(ValueError, match="checksum"):
-        LogitStore.open(str(location)).read_rows("train", 12, 16)
+    with pytest.raises(UserError, match=r"cannot read train rows 10-15: train/score_deltas: chunk 1 of shard 1 "
+                                        r"\(rows 12-15\) fails its CRC32C check in .*c/1/0; the store is damaged"):
+        LogitStore.open(str(location)).read_rows("train", 10, 16)
     index_file = location / "train" / "ids" / "c" / "0" / "0"
     flip_byte(index_file, index_file.stat().st_size - 10)
     problems = LogitStore.open(str(location)).verify()
     assert any(f"train/ids: shard 0 index fails its CRC32C check in {index_file}" in p for p in problems)
     lost = location / "train" / "tail_mass" / "c" / "0" / "0"
     lost.unlink()  # zarr alone would read the lost shard as zeros without complaint
-    assert np.all(LogitStore.open(str(location)).array("train", "tail_mass")[0:8] == 0)
-    problems = LogitStore.open(str(location)).verify()
-    assert f"train/tail_mass: shard 0 file {lost} is missing" in problems
+    unchecked = LogitStore.open(str(location), check_files=False)
+    assert np.all(unchecked.array("train", "tail_mass")[0:8] == 0)
+    assert f"train/tail_mass: shard 0 file {lost} is missing" in unchecked.verify()
+    with pytest.raises(UserError, match=f"1 shard file\\(s\\) missing \\(first: {lost}; zarr would read them as zeros"):
+        LogitStore.open(str(location))
 
 
 def test_memory_url_round_trip():
