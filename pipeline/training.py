@@ -121,12 +121,12 @@ class _Trainer:
             self.optimizer, _lr_lambda(self.cfg, self.steps * self.cfg.epochs))
         self.identity = run_identity(run.model_config, self.cfg, run.objective.describe(), run.tokens.fingerprint,
                                      run.teacher_identity)
+        self.last_saved: str | None = None  # where the newest checkpoint stands, for messages
         self.dir.prepare(run.resume, run.force, context)
         if run.resume:
             self._restore()
         self.forward_model = self._wrap(self.model)
         self.stops = StopRequests(context)
-        self.last_saved: str | None = None  # where the newest checkpoint stands, for messages
 
     def _steps_per_epoch(self, epoch: int) -> int:
         steps = self.stream.steps_per_epoch(epoch)
