@@ -56,7 +56,7 @@ def compare(name: str, checkpoint: str, tokens: str, tmp: str, batch_size: int, 
     ids = TokenStore.open(tokens).read("train")
     plain_forward_seconds(model, ids[: 4 * model.config.context * batch_size], batch_size, device)  # warm-up
     forward = plain_forward_seconds(model, ids, batch_size, device)
-    result = dump(DumpTeacherConfig(checkpoint=checkpoint, tokens=tokens, out=f"{tmp}/{name}-k{k}", top_k=k,
+    result = dump(DumpTeacherConfig.flat(checkpoint=checkpoint, tokens=tokens, out=f"{tmp}/{name}-k{k}", top_k=k,
                                     split="train", batch_size=batch_size, device=str(device), force=True))
     rate = ids.size / result["seconds"]
     line = (f"{name:<22} k={k:<4} {ids.size:>9,} positions  forward {ids.size / forward:>9,.0f} pos/s  "

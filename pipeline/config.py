@@ -27,6 +27,13 @@ PRECISIONS = ("auto", "fp32", "bf16")
 """Compute precision: auto = bf16 autocast on CUDA, fp32 elsewhere."""
 
 
+def resolved_precision(precision: str, device_type: str) -> str:
+    """"fp32" or "bf16" for a PRECISIONS value on a device type ("cuda", "cpu")."""
+    if precision == "auto":
+        return "bf16" if device_type == "cuda" else "fp32"
+    return precision
+
+
 def check_device_name(name: str, option: str = "--device") -> str:
     """A device name's form (whether that device exists is checked when it is used)."""
     kind, _, index = str(name).partition(":")

@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from pipeline.config import PRECISIONS
+from pipeline.config import PRECISIONS, resolved_precision
 from pipeline.errors import UserError
 from pipeline.model import GPT
 from pipeline.teacher_rows import TeacherRows, teacher_rows_from_logits
@@ -36,7 +36,7 @@ def dump_autocast(precision: str, device: torch.device) -> tuple[torch.dtype | N
     auto = bf16 autocast on CUDA, fp32 elsewhere; bf16 also works on the CPU (slowly), for tests."""
     if precision not in PRECISIONS:
         raise UserError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
-    chosen = precision if precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
+    chosen = resolved_precision(precision, device.type)
     return (torch.bfloat16 if chosen == "bf16" else None), RECORDED_PRECISION[chosen]
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from pipeline.config import PRESETS, resolve
 from pipeline.distillation import DistillationSpec
+from pipeline.dump_spec import DumpSpec
 from pipeline.errors import UserError
 from pipeline.spec_parsing import build_spec, coerce
 
@@ -40,18 +41,6 @@ class ModelStage:
         if self.preset not in PRESETS:
             raise UserError(f"{where} preset {self.preset!r} is unknown; choose one of {', '.join(PRESETS)}")
         resolve(self.preset, self.overrides(), where)
-
-
-@dataclass
-class DumpStage:
-    """How the teacher's distribution is stored (see `pipeline dump-teacher --help`)."""
-
-    top_k: int = 64
-    temperatures: list[float] = field(default_factory=lambda: [1.0, 6.0])
-    stride: int = 0
-    """0 = the teacher's context (non-overlapping windows)."""
-    batch_size: int = 32
-    codec: str | None = None
 
 
 TOKENIZE_KEYS = ("vocab_size", "val_fraction", "seed", "lowercase", "workers")
@@ -94,7 +83,8 @@ class ExperimentConfig:
     variants: list[Variant]
     tokenize: dict[str, Any] = field(default_factory=dict)
     """Options of `pipeline tokenize` (TOKENIZE_KEYS)."""
-    dump: DumpStage = field(default_factory=DumpStage)
+    dump: DumpSpec = field(default_factory=DumpSpec)
+    """How the teacher's distribution is stored: the options of `pipeline dump-teacher`."""
     baseline: bool = True
     """Also train the same-size baseline (plain cross-entropy, same data order)."""
     description: str = ""
@@ -122,7 +112,7 @@ class ExperimentConfig:
             student=build_spec(ModelStage, data["student"], f"{source} [student]"),
             variants=[Variant.from_table(t, f"{source} [[variants]]") for t in tables],
             tokenize=_tokenize_table(data.get("tokenize", {}), f"{source} [tokenize]"),
-            dump=build_spec(DumpStage, data.get("dump", {}), f"{source} [dump]"),
+            dump=build_spec(DumpSpec, data.get("dump", {}), f"{source} [dump]"),
             baseline=coerce(data.get("baseline", True), bool, f"{source} baseline"))
         config.teacher.validate(f"{source} [teacher]")
         config.student.validate(f"{source} [student]")

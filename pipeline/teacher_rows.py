@@ -23,24 +23,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from pipeline.dump_spec import DEFAULT_TEMPERATURES, check_temperatures  # noqa: F401 (re-exported)
 from pipeline.errors import UserError
 
-DEFAULT_TEMPERATURES = (1.0, 6.0)
 # log of the smallest normal float32: stands in for a stored tail that underflowed to 0.
 _LOG_TINY = math.log(torch.finfo(torch.float32).tiny)
-
-
-def check_temperatures(temperatures, option: str = "--temperatures") -> tuple[float, ...]:
-    """The temperatures as floats, in the order given; each finite and > 0, no duplicates."""
-    temps = tuple(float(t) for t in temperatures)
-    if not temps:
-        raise UserError(f"{option}: give at least one temperature")
-    for t in temps:
-        if not (math.isfinite(t) and t > 0):
-            raise UserError(f"{option}: temperature {t} must be a finite number > 0")
-    if len(set(temps)) != len(temps):
-        raise UserError(f"{option}: temperatures {list(temps)} contain duplicates")
-    return temps
 
 
 @dataclass

@@ -26,7 +26,7 @@ from zarr.codecs import Crc32cCodec, ZstdCodec
 
 from pipeline import __version__
 from pipeline.errors import UserError
-from pipeline.storage import atomic_output
+from pipeline.storage import TOKENS, atomic_output
 from pipeline.store_checks import (chunk_grid, damaged_objects, first_line, list_objects, missing_objects,
                                    object_path, open_array, open_group, parse_meta)
 
@@ -111,7 +111,7 @@ def write_token_store(location: str, splits: dict[str, np.ndarray], vocab: list[
     meta.vocab_size, meta.dtype = len(vocab), dtype.name
     arrays = {name: np.ascontiguousarray(splits[name], dtype=dtype) for name in SPLITS}
     meta.fingerprint = compute_fingerprint(vocab, arrays)
-    with atomic_output(location, force) as target:
+    with atomic_output(location, force, kinds=(TOKENS,)) as target:
         group = zarr.open_group(target, mode="w", zarr_format=3)
         meta.complete = False
         group.attrs.update({"superstill": meta.to_dict(), "vocabulary": list(vocab)})

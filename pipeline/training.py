@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from pipeline import __version__, checkpoint
 from pipeline.batching import BatchStream, RowSource, WindowPlan
-from pipeline.config import ModelConfig, TrainConfig, to_dict
+from pipeline.config import ModelConfig, TrainConfig, resolved_precision, to_dict
 from pipeline.distributed import DistContext, device_type, resolve_device, setup, teardown
 from pipeline.errors import DivergedRun, InterruptedRun, UserError
 from pipeline.evaluation import Perplexity, eval_span, perplexity
@@ -78,9 +78,7 @@ def train(run: TrainingRun) -> dict[str, Any]:
 
 
 def _autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
-    if config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda"):
-        return torch.bfloat16
-    return None
+    return torch.bfloat16 if resolved_precision(config.precision, device.type) == "bf16" else None
 
 
 def _lr_lambda(config: TrainConfig, total_steps: int):

@@ -16,11 +16,13 @@ import torch
 from pipeline.checkpoint import file_sha256, load_model, resolve_path
 from pipeline.distributed import DistContext, device_type, resolve_device, setup, teardown
 from pipeline.dumping import BackgroundWriter, compute_rows, dump_autocast
+from pipeline.config import check_device_name
+from pipeline.dump_spec import DumpSpec
+from pipeline.spec_parsing import field_names
 from pipeline.errors import UserError
 from pipeline.logit_store import DEFAULT_CODEC, LogitStoreMeta, LogitStoreWriter
 from pipeline.progress import ProgressBar, log
 from pipeline.storage import LOGITS, check_apart, check_writable, exists
-from pipeline.teacher_rows import check_temperatures
 from pipeline.teacher_windows import windows_for
 from pipeline.token_store import SPLITS, TokenStore
 
@@ -33,23 +35,9 @@ class DumpTeacherConfig:
     """Token store the teacher reads (its fingerprint is recorded)."""
     out: str
     """Logit store location: local path or fsspec URL."""
-    top_k: int = 64
-    """Ids stored per position."""
-    temperatures: list[float] = field(default_factory=lambda: [1.0, 6.0])
-    """Temperatures whose normalizer and tail are stored exactly (any T's top-k log-probs are exact)."""
-    stride: int = 0
-    """Step between teacher windows; 0 = the teacher's context (non-overlapping)."""
-    split: str = "all"
-    """"train", "val" or "all"."""
-    batch_size: int = 32
-    """Teacher windows per forward pass."""
-    codec: str | None = None
-    """Compressor preset (default: the measured best, see docs/STORE.md)."""
-    shard_rows: int = 65536
-    chunk_rows: int = 4096
+    spec: DumpSpec = field(default_factory=DumpSpec)
+    """What to compute and how to lay the store out (k, temperatures, stride, shards, codec, precision)."""
     device: str = "auto"
-    precision: str = "auto"
-    """auto (bf16 autocast on CUDA, fp32 elsewhere), fp32 or bf16; the head always runs in fp32 (recorded in the store)."""
     resume: bool = False
     force: bool = False
     """Replace an existing logit store at `out` (only a logit store)."""
@@ -57,13 +45,15 @@ class DumpTeacherConfig:
     """Dump even though the checkpoint was trained on other tokens (same vocabulary size)."""
 
     def __post_init__(self) -> None:
-        self.temperatures = list(check_temperatures(self.temperatures, "--temperature"))
-        if self.split not in (*SPLITS, "all"):
-            raise UserError(f"--split {self.split}: expected train, val or all")
-        if self.batch_size < 1:
-            raise UserError(f"--batch-size {self.batch_size} must be at least 1")
+        check_device_name(self.device)
         if self.resume and self.force:
             raise UserError("--resume and --force contradict each other; pick one")
+
+    @classmethod
+    def flat(cls, **settings) -> "DumpTeacherConfig":
+        """From one flat set of settings, DumpSpec's fields among them (for scripts and tests)."""
+        spec = {name: settings.pop(name) for name in field_names(DumpSpec) if name in settings}
+        return cls(**settings, spec=DumpSpec(**spec))
 
 
 def run(config: DumpTeacherConfig) -> dict[str, Any]:
@@ -75,13 +65,14 @@ def run(config: DumpTeacherConfig) -> dict[str, Any]:
 
 
 def _expected_meta(config: DumpTeacherConfig, tokens: TokenStore, model, sha: str, precision: str) -> LogitStoreMeta:
-    splits = list(SPLITS) if config.split == "all" else [config.split]
+    spec = config.spec
+    splits = list(SPLITS) if spec.split == "all" else [spec.split]
     return LogitStoreMeta(
-        token_fingerprint=tokens.fingerprint, vocab_size=tokens.vocab_size, k=config.top_k,
+        token_fingerprint=tokens.fingerprint, vocab_size=tokens.vocab_size, k=spec.top_k,
         positions={s: tokens.split_size(s) for s in splits}, context=model.config.context,
-        stride=config.stride or model.config.context, temperatures=tuple(config.temperatures),
+        stride=spec.stride or model.config.context, temperatures=tuple(spec.temperatures),
         teacher={"checkpoint_sha256": sha, "model": vars(model.config).copy()}, tokens=str(config.tokens),
-        shard_rows=config.shard_rows, chunk_rows=config.chunk_rows, codec=config.codec or DEFAULT_CODEC,
+        shard_rows=spec.shard_rows, chunk_rows=spec.chunk_rows, codec=spec.codec or DEFAULT_CODEC,
         precision=precision)
 
 
@@ -113,10 +104,10 @@ def _dump(config: DumpTeacherConfig, context: DistContext) -> dict[str, Any]:
         raise UserError(f"--checkpoint {config.checkpoint} was trained on other tokens (fingerprint {trained_on[:16]}) "
                         f"than --tokens {config.tokens} ({tokens.fingerprint[:16]}): its ids may mean other words; "
                         f"use the teacher's token store, or pass --allow-other-tokens if the vocabularies are the same")
-    if config.top_k > tokens.vocab_size:
-        raise UserError(f"--top-k {config.top_k} is larger than the vocabulary ({tokens.vocab_size})")
+    if config.spec.top_k > tokens.vocab_size:
+        raise UserError(f"--top-k {config.spec.top_k} is larger than the vocabulary ({tokens.vocab_size})")
     device = resolve_device(config.device, context)
-    amp, precision = dump_autocast(config.precision, device)
+    amp, precision = dump_autocast(config.spec.precision, device)
     meta = _expected_meta(config, tokens, model, file_sha256(config.checkpoint), precision)
     writer = _open_store(config, meta, context)
     model = model.to(device)
@@ -151,7 +142,7 @@ def _write_shards(writer: LogitStoreWriter, model, tokens: TokenStore, config: D
             lo, hi = per_shard[(split, shard)]
             ids = ids_by_split[split]
             windows = windows_for(lo, hi, meta.context, meta.stride, ids.size)
-            rows = compute_rows(model, ids, windows, meta.k, meta.temperatures, config.batch_size, device, amp)
+            rows = compute_rows(model, ids, windows, meta.k, meta.temperatures, config.spec.batch_size, device, amp)
             background.submit(split, shard, rows)
             bar.update(steps=hi - lo)
         background.drain()

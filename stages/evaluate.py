@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from pipeline.checkpoint import load_model, resolve_path
+from pipeline.config import resolved_precision
 from pipeline.distributed import DistContext, resolve_device
 from pipeline.errors import UserError
 from pipeline.evaluation import eval_span, perplexity
@@ -88,7 +89,7 @@ def run(config: EvaluateConfig) -> dict[str, Any]:
     device = resolve_device(config.device, DistContext())
     ids = tokens.read(config.split)
     ids = ids[:eval_span(ids.size, config.fraction, config.max_tokens)]
-    amp = torch.bfloat16 if device.type == "cuda" else None
+    amp = torch.bfloat16 if resolved_precision("auto", device.type) == "bf16" else None
     result = perplexity(model.to(device), ids, context, config.batch_size, device, amp, config.split)
     record = {"kind": RESULT_KIND, "checkpoint": str(resolve_path(config.checkpoint)), "tokens": tokens.location,
               "split": config.split,

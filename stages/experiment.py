@@ -141,7 +141,7 @@ def _plan(experiment: ExperimentConfig, out: Path, source: str) -> list[_Stage]:
     tokens, teacher, logits = out / "tokens", out / "teacher", out / "teacher-logits"
     tokens_key = _key({"corpus": experiment.corpus, **experiment.tokenize})
     teacher_key = _key(vars(experiment.teacher), tokens_key)
-    logits_key = _key(vars(experiment.dump), teacher_key)
+    logits_key = _key(experiment.dump.to_dict(), teacher_key)
     tokenize_config = build_spec(tokenize.TokenizeConfig, {"corpus": experiment.corpus, "out": str(tokens),
                                                            **experiment.tokenize}, f"{source} [tokenize]")
     teacher_config = train_teacher.TrainTeacherConfig(tokens=str(tokens), out=str(teacher),
@@ -151,10 +151,8 @@ def _plan(experiment: ExperimentConfig, out: Path, source: str) -> list[_Stage]:
                    lambda resume, force: tokenize.run(dataclasses.replace(tokenize_config, force=True if resume else force))),
             _Stage("teacher", teacher_key, teacher, _training_action(train_teacher.run, teacher_config))]
     if experiment.variants:
-        dump = experiment.dump
-        dump_config = dump_teacher.DumpTeacherConfig(
-            checkpoint=str(teacher), tokens=str(tokens), out=str(logits), top_k=dump.top_k,
-            temperatures=list(dump.temperatures), stride=dump.stride, batch_size=dump.batch_size, codec=dump.codec)
+        dump_config = dump_teacher.DumpTeacherConfig(checkpoint=str(teacher), tokens=str(tokens), out=str(logits),
+                                                     spec=experiment.dump)
         plan.append(_Stage("teacher-logits", logits_key, logits, lambda resume, force: dump_teacher.run(
             dataclasses.replace(dump_config, resume=resume, force=force and not resume))))
     students = ([("baseline", None)] if experiment.baseline else []) + [(v.name, v) for v in experiment.variants]

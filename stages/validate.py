@@ -12,6 +12,8 @@ import numpy as np
 import torch
 
 from pipeline.checkpoint import file_sha256, load_model
+from pipeline.config import check_device_name
+from pipeline.distributed import DistContext, resolve_device
 from pipeline.dumping import owned_logits
 from pipeline.errors import UserError
 from pipeline.logit_store import LogitStore
@@ -60,8 +62,14 @@ class ValidateConfig:
     tokens: str
     checkpoint: str | None = None
     sample: int = 64
+    """Positions per split to recompute with the teacher."""
     seed: int = 0
     device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.sample < 1:
+            raise UserError(f"--sample must be >= 1 (positions per split to recompute), got {self.sample}")
+        check_device_name(self.device)
 
 
 def run(config: ValidateConfig) -> dict[str, Any]:
@@ -90,7 +98,7 @@ def _recompute(store: LogitStore, tokens: TokenStore, config: ValidateConfig) ->
         return [f"--checkpoint {config.checkpoint} is not the teacher this store was dumped from (sha256 differs)"], 0, 0.0
     model, _ = load_model(config.checkpoint)
     rng = np.random.default_rng(config.seed)
-    tolerance, device = Tolerance.of(meta.precision), torch.device(config.device)
+    tolerance, device = Tolerance.of(meta.precision), resolve_device(config.device, DistContext())
     problems, checked, largest = [], 0, 0.0
     for split in meta.splits:
         ids = tokens.read(split)

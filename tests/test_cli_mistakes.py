@@ -192,6 +192,12 @@ def test_evaluate_option_ranges(world, option, value):
     refused("evaluate", "--checkpoint", world["teacher"], "--tokens", world["tokens"], option, value, match=option)
 
 
+def test_validate_option_ranges(world):
+    refused("validate", world["store"], "--tokens", world["tokens"], "--checkpoint", world["teacher"], "--sample", "-1",
+            match="--sample must be >= 1")
+    refused("validate", world["store"], "--tokens", world["tokens"], "--device", "gpu0", match="'gpu0' is not a device")
+
+
 def test_non_finite_weights_are_refused_by_every_reader(world, tmp_path):
     payload = load(world["teacher"])
     name = next(iter(payload["model"]))

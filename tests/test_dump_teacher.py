@@ -34,7 +34,7 @@ def teacher(tmp_path_factory):
 
 def dump_to(teacher, out, **options):
     store, checkpoint = teacher
-    return dump(DumpTeacherConfig(checkpoint=checkpoint, tokens=store, out=str(out), **{**SMALL_SHARDS, **options}))
+    return dump(DumpTeacherConfig.flat(checkpoint=checkpoint, tokens=store, out=str(out), **{**SMALL_SHARDS, **options}))
 
 
 def reference_rows(model, ids, position, context, stride, temperature, k):

@@ -30,9 +30,9 @@ def setup(tmp_path_factory):
     train_teacher(TrainTeacherConfig(tokens=tokens, out=teacher, preset="tiny-teacher",
                                      overrides=overrides(train={"epochs": 1, "max_steps_per_epoch": 30})))
     vocab = TokenStore.open(tokens).vocab_size
-    dump(DumpTeacherConfig(checkpoint=teacher, tokens=tokens, out=str(root / "full"), top_k=vocab,
+    dump(DumpTeacherConfig.flat(checkpoint=teacher, tokens=tokens, out=str(root / "full"), top_k=vocab,
                            temperatures=[2.0], split="train", **SMALL_SHARDS))
-    dump(DumpTeacherConfig(checkpoint=teacher, tokens=tokens, out=str(root / "top8"), top_k=8, **SMALL_SHARDS))
+    dump(DumpTeacherConfig.flat(checkpoint=teacher, tokens=tokens, out=str(root / "top8"), top_k=8, **SMALL_SHARDS))
     return {"tokens": tokens, "teacher": teacher, "full": str(root / "full"), "top8": str(root / "top8")}
 
 
