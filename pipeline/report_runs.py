@@ -157,9 +157,17 @@ def _store_candidates(directory: Path, students: list[RunResult]) -> list[Path]:
 
 
 def read_store_stats(directory: Path, students: list[RunResult], notes: list[str]) -> tuple[dict | None, Path | None]:
-    """The logit store's attributes["superstill"], tolerating a missing or unfinished store."""
+    """The logit store's attributes["superstill"], tolerating a missing or unfinished store. A damaged one
+    (missing shard files, malformed metadata) is not read: the report says so in its notes."""
+    from pipeline.logit_store import LogitStore
+
     for path in _store_candidates(directory, students):
         if not path.exists():
+            continue
+        try:
+            LogitStore.open(str(path), require_complete=False, option="logit store")
+        except UserError as error:
+            notes.append(f"The logit store is damaged, its figures are not used: {error}")
             continue
         try:
             attrs = zarr.open_group(str(path), mode="r").attrs.asdict()

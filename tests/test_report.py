@@ -10,13 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import zarr
 from click.testing import CliRunner
 
 from pipeline.cli import main
 from pipeline.errors import UserError
+from pipeline.logit_store import LogitStoreMeta, LogitStoreWriter
 from pipeline.report import build_report, render_report
 from pipeline.report_runs import load_experiment
+from pipeline.teacher_rows import TeacherRows
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TEACHER_PARAMS, STUDENT_PARAMS = 1000, 4000
@@ -44,12 +45,22 @@ def write_run(directory: Path, kind, name, params, events, superstill=None, plan
     (directory / "metrics.jsonl").write_text("\n".join(lines) + "\n")
 
 
-def write_store(path: Path):
-    group = zarr.open_group(str(path), mode="w", zarr_format=3)
-    group.attrs["superstill"] = {"stats": {"dump_wall_time_s": 12.5, "bytes_per_position": 24,
-                                           "stored_bytes": 3 * 2 ** 20,
-                                           "topk_mass": {"train": {"2": {"mean": 0.9, "min": 0.25}}}},
-                                 "positions": POSITIONS, "k": 8, "temperatures": [2.0]}
+def write_store(path: Path, vocab=50, k=8):
+    """A real (tiny, made-up) logit store whose stats the report reads; the stats given win over measured ones."""
+    meta = LogitStoreMeta(token_fingerprint="f" * 64, vocab_size=vocab, k=k, positions=POSITIONS, context=16,
+                          stride=16, teacher={"checkpoint_sha256": "0" * 64}, temperatures=(2.0,), shard_rows=4096,
+                          chunk_rows=1024)
+    writer = LogitStoreWriter.create(str(path), meta)
+    for split, count in POSITIONS.items():
+        for shard in range(writer.meta.n_shards(split)):
+            lo, hi = writer.shard_range(split, shard)
+            n = hi - lo
+            ids = np.tile(np.arange(k), (n, 1))
+            scores = -np.tile(np.arange(k, dtype=np.float16), (n, 1))
+            rows = TeacherRows.from_numpy(ids, scores, np.ones((n, 1)), np.full((n, 1), 0.1), (2.0,), vocab)
+            writer.write_shard(split, shard, rows)
+    writer.finish({"dump_wall_time_s": 12.5, "bytes_per_position": 24, "stored_bytes": 3 * 2 ** 20,
+                   "topk_mass": {"train": {"2": {"mean": 0.9, "min": 0.25}}}})
 
 
 @pytest.fixture
@@ -196,3 +207,11 @@ def test_cli_missing_run_is_a_one_line_error(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: RUN ") and "does not exist" in lines[0]
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_a_damaged_store_is_named_in_the_notes_and_its_figures_not_used(finished_run):
+    shard = next((finished_run / "teacher-logits" / "train" / "ids").rglob("c/0/0"))
+    shard.unlink()
+    text = build_report(str(finished_run)).markdown.read_text()
+    assert "The logit store is damaged" in text and "missing" in text
+    assert "| teacher dump | teacher | 1,000 | 5,500 |" not in text
