@@ -38,8 +38,8 @@ def filesystem(location: str | os.PathLike) -> tuple[fsspec.AbstractFileSystem, 
     try:
         return fsspec.core.url_to_fs(str(location))
     except ImportError as error:
-        raise UserError(f"{location}: reading this kind of URL needs an extra package ({error}); "
-                        f"install it, e.g. pip install s3fs for s3://") from None
+        raise UserError(f"{location}: this kind of URL needs a package that is not installed ({error}); install "
+                        f"it (for s3://, superstill's `s3` extra: pip install -e '.[s3]')") from None
     except ValueError as error:
         raise UserError(f"{location}: {error}; use a local path or a URL fsspec knows (file://, memory://, "
                         f"s3://, gs://, ...)") from None

@@ -95,6 +95,8 @@ def test_unwritable_or_impossible_places_fail_before_any_work(tmp_path, monkeypa
 def test_an_unknown_url_scheme_or_missing_extra_is_one_line():
     with pytest.raises(UserError, match="use a local path or a URL fsspec knows"):
         exists("nosuchscheme://bucket/x")
+    with pytest.raises(UserError, match="needs a package that is not installed .*gcsfs"):
+        exists("gs://bucket/x")  # gcsfs is no dependency of superstill, in any extra
 
 
 def test_a_failed_atomic_write_keeps_the_old_file_and_leaves_no_partial(tmp_path, monkeypatch):
