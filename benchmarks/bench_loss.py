@@ -8,8 +8,10 @@ interleaved so background load hits them alike) of forward+backward of:
       the tail, plus cross-entropy),
 first on the logits alone, then as a whole step with the output head (hidden [N, d] @ W [d, V]), plus
 the peak extra resident memory of each step (sampled from /proc/self/statm; torch allocations are
-invisible to tracemalloc). Interleaving matters: this machine's 2 cores are shared, and a busy neighbour
-slows whatever runs at that moment. Also prints the largest difference between (b) and (c) as a sanity check.
+invisible to tracemalloc), and the share of (b) that its backward takes: it always scales the saved
+[N, V] gradient by grad_output in place, since testing grad_output == 1 would be a host-device sync on
+CUDA. Interleaving matters: this machine's 2 cores are shared, and a busy neighbour slows whatever runs
+at that moment. Also prints the largest difference between (b) and (c) as a sanity check.
 
     python benchmarks/bench_loss.py                       # tiny, paper-small V=25k and V=50k
     python benchmarks/bench_loss.py --shapes tiny --reps 9
@@ -137,7 +139,16 @@ def bench_shape(name, n, d, vocab, k, temperature, reps):
           f" {'peak extra RSS':>15s}")
     for key in fns:
         print(f"  {key:22s} {_cell(loss_t, key)} {_cell(step_t, key)} {peak_mb[key]:11.0f} MB")
+    print_scale_cost(logits, loss_t["b fused superstill"], reps)
     print(f"  (load average now {os.getloadavg()[0]:.1f})")
+
+
+def print_scale_cost(logits, fused_times, reps):
+    """The part of the fused loss's fwd+bwd that is its backward's in-place multiply by grad_output."""
+    grad, grad_output = torch.empty_like(logits).fill_(1e-4), torch.ones(())
+    (best, median), = timed({"scale": lambda: grad.mul_(grad_output)}, reps).values()
+    print(f"  of (b): backward's scaling pass {best * 1e3:.0f} ({median * 1e3:.0f}) ms, "
+          f"{best / fused_times[0]:.0%} ({median / fused_times[1]:.0%})")
 
 
 def _cell(times: dict, key: str) -> str:

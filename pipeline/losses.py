@@ -28,9 +28,9 @@ Both terms are means over the rows whose target is not `ignore_index` (-100, as 
 ignored rows get a zero gradient. A batch with no valid rows gives 0 (not nan) and a zero gradient.
 
 Implementation: a `torch.autograd.Function` walks the rows in chunks whose temporaries stay small (64 MB
-in all, see CHUNK_BYTES), computes both softmaxes, the loss terms and the closed-form gradient w.r.t.
-the logits, and writes the gradient into one [N, V] buffer in the logits' dtype; backward only scales it
-by grad_output. No dense teacher distribution over V and no second autograd pass over [N, V] exist.
+in all, see CHUNK_BYTES), computes the softmaxes, the loss terms and the closed-form gradient w.r.t. the
+logits, and writes the gradient into one [N, V] buffer in the logits' dtype; backward only scales it by
+grad_output. No dense teacher distribution over V and no second autograd pass over [N, V] exist.
 Closed forms per valid row (M valid rows), with zT = z / T, q = softmax(zT), s = softmax(z) (the
 student's; p is always the teacher's):
 
@@ -39,9 +39,18 @@ student's; p is always the teacher's):
   data:    dl_d/dz_j = s_j - [j = target]
   dL/dz = (w1 T / M) dl_t/dzT + (w2 / M) dl_d/dz       (the T^2 of the loss times the 1/T of zT = z/T)
 
-q_tail is the masked sum of q over the non-top-k ids, never 1 - sum_k q_k (which cancels to noise when
-the student puts almost all its mass on the top-k and makes p_tail / q_tail blow up). Rows where q_tail
-falls below sqrt(float tiny) while p_tail > 0 are redone exactly in log space (rare; see _exact_tail_rows).
+Renorm is bucket with p_tail = 0 and S = 1, so both share one path. Off the top-k the student is handled
+through its *tail softmax* u = softmax(zT over the non-top-k ids), q_j = q_tail u_j, which gives both
+tail quantities in log space without ever dividing by a q_tail that may underflow:
+
+  log q_tail = lse_out - lse_t,   lse_out = logsumexp(zT over non-top-k) = max(zT over non-top-k) - log max u,
+  lse_t = logsumexp(zT_k..., lse_out) over k + 1 values,   off-top-k gradient = w_t (S q_tail - p_tail) u_j,
+
+(max u = 1 / sum exp(zT - max zT) >= 1 / V is never tiny; logsumexp(z) = max z - log max s likewise.)
+So every row is exact to float rounding in one pass, with no rows to redo, no clamp, and nothing read
+back to the host: a CUDA step never waits for the device (tests/test_losses.py checks this
+structurally). The price is a few reductions per chunk that write nothing (maxima; benchmarks/bench_loss.py
+measures the whole).
 """
 
 from __future__ import annotations
@@ -53,15 +62,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-TAIL_MODES = ("bucket", "renorm")
+from pipeline.distillation import TAIL_MODES
+
 IGNORE_INDEX = -100
-# Bytes of [rows, V] chunk temporaries in all: q; s = softmax(z) too without a gradient (with one, s is
-# written into the gradient rows); float32 copies of z and of the gradient rows for bf16/fp16 logits.
-# Why this large: each chunk costs ~6 parallel regions (thread barriers), cheap on an idle machine but a
+# Bytes of chunk temporaries in all: per row, the dense [V] buffers (the tail softmax u at T != 1; s =
+# softmax(z) too without a gradient, else s is written into the gradient rows; float32 copies of z and of
+# the gradient rows for bf16/fp16 logits) plus ~SMALL_PER_ID [k]-wide per-row values.
+# Why this large: each chunk costs ~10 parallel regions (thread barriers), cheap on an idle machine but a
 # scheduler slice (~ms) each when neighbours load the 2 cores. Loss fwd+bwd medians as a ratio to
 # F.cross_entropy (N=2048 V=12k / N=4096 V=50k), under such load: 8 MB 2.9x / 3.2x, 16 MB 1.8x / 1.9x,
-# 64 MB 1.7x / 0.87x; idle: 4 MB 0.58x / 0.59x (cache reuse), 64 MB 0.82x / 0.68x.
+# 64 MB 1.7x / 0.87x; idle: 4 MB 0.58x / 0.59x (cache reuse), 64 MB 0.82x / 0.68x (measured before the
+# four max reductions per chunk that replaced host syncs; they cost ~10-15% of the loss: docs/LOSS.md).
 CHUNK_BYTES = 64 * 2**20
+SMALL_PER_ID = 8
 
 
 @dataclass(frozen=True)
@@ -86,17 +99,21 @@ def cross_entropy(logits: Tensor, targets: Tensor, ignore_index: int = IGNORE_IN
 def superstill_loss(logits: Tensor, targets: Tensor, teacher_ids: Tensor, teacher_logp: Tensor,
                     teacher_tail: Tensor, *, temperature: float, w_teacher: float = 0.6,
                     w_data: float = 0.4, tail: str = "bucket", ignore_index: int = IGNORE_INDEX,
-                    chunk_rows: int | None = None) -> SuperstillLoss:
+                    chunk_rows: int | None = None, check_values: bool = False) -> SuperstillLoss:
     """The superstill loss (see the module docstring) of student logits [N, V] against targets [N] (int64)
-    and the stored teacher: teacher_ids [N, k] int64, teacher_logp [N, k], teacher_tail [N].
+    and the stored teacher: teacher_ids [N, k] int64 (distinct per row), teacher_logp [N, k], teacher_tail [N].
 
     Computes in float32 (float64 for float64 logits). `chunk_rows` overrides the rows per chunk (the
-    result does not depend on it beyond float rounding). The [N, V] gradient is made in forward and
-    scaled in place by backward, so a second backward through a retained graph works only while
-    grad_output is 1 (otherwise autograd raises: a saved tensor was modified in place).
+    result does not depend on it beyond float rounding). Arguments are checked by shape, dtype and device
+    only, which costs no device sync; `check_values=True` (a debugging aid, off in training because it
+    reads a tensor back to the host) also checks that teacher_tail is 0 where k equals V. Nothing else
+    here waits for the device either. The [N, V] gradient is made in forward and scaled in place by
+    backward, so a second backward through a retained graph raises (a saved tensor was modified in place).
     """
     _validate(logits, targets, teacher_ids, teacher_logp, teacher_tail, temperature, w_teacher, w_data,
               tail, chunk_rows)
+    if check_values:
+        _check_values(logits, teacher_ids, teacher_tail, tail)
     spec = _Spec(float(temperature), float(w_teacher), float(w_data), tail, ignore_index, chunk_rows)
     if torch.is_grad_enabled() and logits.requires_grad:
         loss, l_t, l_d = _FusedSuperstill.apply(logits, targets, teacher_ids, teacher_logp, teacher_tail,
@@ -133,11 +150,11 @@ class _FusedSuperstill(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_loss, _grad_t, _grad_d):
         (grad,) = ctx.saved_tensors
-        if grad_loss is None or bool((grad_loss == 1).all()):
-            return grad, None, None, None, None, None          # the usual case: no pass over [N, V]
-        # In place: a later backward through a retained graph then fails autograd's saved-tensor version
-        # check (a RuntimeError) instead of silently using the scaled buffer.
-        return grad.mul_(grad_loss.to(grad.dtype)), None, None, None, None, None
+        # Always scaled, even by 1: testing grad_loss == 1 would read it back to the host (a sync), and
+        # the multiply is one pass over [N, V] (benchmarks/bench_loss.py prints its cost). In place, so a
+        # later backward through a retained graph fails autograd's saved-tensor version check (a
+        # RuntimeError) instead of silently using the scaled buffer.
+        return grad.mul_(grad_loss), None, None, None, None, None
 
 
 def _compute(logits: Tensor, targets: Tensor, teacher_ids: Tensor, teacher_logp: Tensor,
@@ -147,15 +164,11 @@ def _compute(logits: Tensor, targets: Tensor, teacher_ids: Tensor, teacher_logp:
     n, vocab = logits.shape
     plan = _plan(logits, targets, teacher_ids, teacher_logp, teacher_tail, spec)
     grad = torch.empty_like(logits) if want_grad else None
-    temporaries = 1 + (not want_grad) + 2 * (logits.dtype != plan.dtype)
-    rows = max(1, min(n, spec.chunk_rows or CHUNK_BYTES // (temporaries * vocab * plan.dtype.itemsize)))
-    bufs = _Buffers(rows, vocab, plan.dtype, logits.dtype, logits.device, want_grad)
-    stats = _RowStats.empty(n, teacher_ids.shape[1], plan.dtype, logits.device)
-    for start in range(0, n, rows):
-        _dense_chunk(logits, teacher_ids, plan, bufs, stats, grad, slice(start, min(start + rows, n)), spec)
-    row_t, row_d = _row_losses(logits, plan, stats, spec)
-    if spec.tail == "bucket":
-        _exact_tail_rows(logits, teacher_ids, plan, stats, row_t, grad, spec)
+    bufs = _Buffers.for_chunks(n, vocab, teacher_ids.shape[1], plan.dtype, logits, want_grad, spec)
+    row_t, row_d = (torch.empty(n, dtype=plan.dtype, device=logits.device) for _ in range(2))
+    for start in range(0, n, bufs.rows):
+        rows = slice(start, min(start + bufs.rows, n))
+        _chunk(logits, teacher_ids, plan, bufs, grad, rows, spec, row_t[rows], row_d[rows])
     l_t = torch.where(plan.valid, row_t, 0.0).sum() * plan.inv_m
     l_d = torch.where(plan.valid, row_d, 0.0).sum() * plan.inv_m
     loss = spec.w_teacher * spec.temperature ** 2 * l_t + spec.w_data * l_d
@@ -200,40 +213,31 @@ def _plan(logits, targets, teacher_ids, teacher_logp, teacher_tail, spec: _Spec)
 
 
 class _Buffers:
-    """Chunk temporaries, allocated once per call and reused by every chunk ([rows, V] each)."""
+    """Chunk temporaries, allocated once per call and reused by every chunk ([rows, V] each).
 
-    def __init__(self, rows: int, vocab: int, dtype, logits_dtype, device, want_grad: bool):
-        def make():
-            return torch.empty(rows, vocab, dtype=dtype, device=device)
-        # softmax(z) is written where the gradient rows will be (it is their first term), so a float32
-        # gradient needs no s buffer; bf16/fp16 logits get float32 copies of z and of the gradient.
-        self.s = None if want_grad else make()
-        self.q = make()                                            # softmax(z / T)
-        self.z = make() if logits_dtype != dtype else None
-        self.g = make() if want_grad and logits_dtype != dtype else None
+    main: where softmax(z) (T != 1) or the tail softmax (T = 1) goes and the gradient rows are built: the
+    gradient itself for float32/64 logits, a float32 staging copy for bf16/fp16, a scratch row block
+    without a gradient. u: the tail softmax at T != 1. z: a float32 copy of bf16/fp16 logits.
+    """
 
-    def s_rows(self, grad, rows: slice, c: int) -> Tensor:
-        """Where softmax(z) of this chunk goes: the gradient's rows (float32 staging for bf16), else s."""
-        if grad is None:
-            return self.s[:c]
-        return self.g[:c] if self.g is not None else grad[rows]
-
-
-@dataclass(frozen=True)
-class _RowStats:
-    """What the dense pass leaves behind per row; the loss terms are finished from these, batched."""
-
-    z_k: Tensor     # [N, k] z at the teacher's ids
-    s_at_k: Tensor  # [N, k] softmax(z) at the teacher's ids (the student's, unlike _Plan.p_k)
-    q_at_k: Tensor  # [N, k] softmax(z / T) at the teacher's ids
-    z_y: Tensor     # [N, 1] z at the target
-    q_tail: Tensor  # [N, 1] student mass at T outside the top-k (bucket)
+    def __init__(self, rows: int, vocab: int, dtype, device, staged: bool, separate_u: bool, copy_z: bool):
+        def make(wanted):
+            return torch.empty(rows, vocab, dtype=dtype, device=device) if wanted else None
+        self.rows = rows
+        self.main, self.u, self.z = make(staged), make(separate_u), make(copy_z)
 
     @staticmethod
-    def empty(n: int, k: int, dtype, device) -> "_RowStats":
-        def make(width):
-            return torch.ones(n, width, dtype=dtype, device=device)
-        return _RowStats(make(k), make(k), make(k), make(1), make(1))
+    def for_chunks(n: int, vocab: int, k: int, dtype, logits: Tensor, want_grad: bool, spec: _Spec) -> "_Buffers":
+        copy_z = logits.dtype != dtype
+        staged = copy_z or not want_grad
+        separate_u = spec.temperature != 1.0 and k < vocab
+        dense = max(1, staged + separate_u + copy_z)
+        rows = spec.chunk_rows or CHUNK_BYTES // ((dense * vocab + SMALL_PER_ID * k) * dtype.itemsize)
+        rows = max(1, min(n, rows))
+        return _Buffers(rows, vocab, dtype, logits.device, staged, separate_u, copy_z)
+
+    def main_rows(self, grad, rows: slice, c: int) -> Tensor:
+        return self.main[:c] if self.main is not None else grad[rows]
 
 
 def _softmax_into(x: Tensor, out: Tensor) -> Tensor:
@@ -241,118 +245,101 @@ def _softmax_into(x: Tensor, out: Tensor) -> Tensor:
     return torch.ops.aten._softmax.out(x, 1, False, out=out)
 
 
-def _dense_chunk(logits, teacher_ids, plan: _Plan, bufs: _Buffers, stats: _RowStats, grad, rows: slice,
-                 spec: _Spec) -> None:
-    """Both softmaxes of one row chunk, its row statistics and (when grad is given) its gradient rows.
+@dataclass(frozen=True)
+class _RowLogs:
+    """One chunk's per-row values in log space, [c, k] or [c, 1]; all exact to float rounding."""
+
+    log_q_k: Tensor     # [c, k] log softmax(zT) at the teacher's ids
+    log_q_tail: Tensor  # [c, 1] log of the student's mass at T outside the top-k (-inf when k = V)
+    lse: Tensor         # [c, 1] logsumexp(z)
+    log_s_k: Tensor     # [c, k] log softmax(z) at the teacher's ids
+
+
+def _chunk(logits, teacher_ids, plan: _Plan, bufs: _Buffers, grad, rows: slice, spec: _Spec,
+           row_t: Tensor, row_d: Tensor) -> None:
+    """One row chunk: its loss rows into row_t, row_d [c] and (when grad is given) its gradient rows.
 
     Each pass over [c, V] is one parallel region (a thread barrier): on a busy 2-core machine their
-    count, not just the bytes moved, sets the cost, so there are as few as possible per chunk.
+    count, not just the bytes moved, sets the cost, so there are as few as possible per chunk: the
+    scaled copy zT and its max, the tail softmax and its max, the gradient's multiply(-add), and at
+    T != 1 also s = softmax(z) and the maxima of z and s.
     """
     z = logits[rows]                                      # [c, V]
     c = z.shape[0]
     if bufs.z is not None:
         z = bufs.z[:c].copy_(z)
-    ids = teacher_ids[rows]
-    s = _softmax_into(z, bufs.s_rows(grad, rows, c))    # the student's softmax(z)
-    q = s if spec.temperature == 1.0 else _softmax_into(
-        torch.mul(z, 1.0 / spec.temperature, out=bufs.q[:c]), bufs.q[:c])
-    torch.gather(z, 1, ids, out=stats.z_k[rows])
-    torch.gather(z, 1, plan.target[rows], out=stats.z_y[rows])
-    s_k = torch.gather(s, 1, ids, out=stats.s_at_k[rows])                # [c, k]
-    q_k = torch.gather(q, 1, ids, out=stats.q_at_k[rows])
-    if grad is None and spec.tail != "bucket":
-        return
-    outside = _outside_coefficient(q, ids, plan, stats, rows, spec)   # zeroes q (and s if T = 1) on ids
+    ids, main = teacher_ids[rows], bufs.main_rows(grad, rows, c)
+    s = None if spec.temperature == 1.0 else _softmax_into(z, main)        # the student's softmax(z)
+    u, lse_out = _tail_softmax(z, ids, bufs.u[:c] if bufs.u is not None else main, spec.temperature)
+    logs = _row_logs(z, ids, s, lse_out, spec.temperature)
+    p_k, p_tail = plan.p_k[rows], plan.p_tail[rows]
+    row_t.copy_(-(p_k * logs.log_q_k).sum(1)
+                - torch.where(p_tail > 0, p_tail * logs.log_q_tail, 0.0).squeeze(1))  # no 0 * -inf at k = V
+    row_d.copy_((logs.lse - z.gather(1, plan.target[rows])).squeeze(1))
     if grad is not None:
-        _gradient_chunk(s, q, ids, s_k, q_k, outside, plan, bufs, grad, rows)
+        _gradient_chunk(main, s, u, ids, logs, plan, rows)
+        if bufs.main is not None:
+            grad[rows].copy_(main)
 
 
-def _outside_coefficient(q, ids, plan: _Plan, stats: _RowStats, rows: slice, spec: _Spec) -> Tensor:
-    """[c, 1]: dL/dz_j = w_d s_j + q_j * this for ids j outside the top-k (and not the target).
+def _logsumexp(x_max: Tensor, softmax_of_x: Tensor) -> Tensor:
+    """logsumexp(x) [c, 1] = max(x) - log max(softmax(x)), given max(x) [c, 1]: one more reduction over
+    [c, V] that writes nothing (a logsumexp would redo the exps), exact to float rounding since
+    max(softmax(x)) = 1 / sum exp(x - max x) >= 1 / V never underflows."""
+    return x_max - softmax_of_x.amax(1, keepdim=True).log()
 
-    bucket: w_t (S - p_tail / q_tail); renorm: w_t S (S = 1). Bucket zeroes q on the top-k to sum q_tail.
+
+def _tail_softmax(z: Tensor, ids: Tensor, out: Tensor, temperature: float) -> tuple[Tensor | None, Tensor]:
+    """(u, lse_out): u = softmax(z / T) over the ids outside the top-k, 0 on the top-k, written into out
+    [c, V], and lse_out = logsumexp(z / T over those ids) [c, 1]; (None, -inf) when k = V (no such ids)."""
+    if ids.shape[1] == z.shape[1]:
+        return None, z.new_full((z.shape[0], 1), -math.inf)
+    z_t = torch.mul(z, 1.0 / temperature, out=out)
+    z_t.scatter_(1, ids, -math.inf)
+    top = z_t.amax(1, keepdim=True)                        # [c, 1], before the softmax overwrites z_t
+    u = _softmax_into(z_t, out)
+    return u, _logsumexp(top, u)
+
+
+def _row_logs(z: Tensor, ids: Tensor, s: Tensor | None, lse_out: Tensor, temperature: float) -> _RowLogs:
+    """The log-space row values (see the module docstring): logsumexp(z / T) over the k top-k values and
+    the tail's lse_out (k + 1 values per row); logsumexp(z) from s (T != 1) or that same value (T = 1)."""
+    inv_t = 1.0 / temperature
+    z_k = z.gather(1, ids)                                                 # [c, k]
+    lse_t = torch.logsumexp(torch.cat([z_k * inv_t, lse_out], 1), 1, keepdim=True)
+    lse = lse_t if s is None else _logsumexp(z.amax(1, keepdim=True), s)
+    return _RowLogs(z_k * inv_t - lse_t, lse_out - lse_t, lse, z_k - lse)
+
+
+def _gradient_chunk(main: Tensor, s: Tensor | None, u: Tensor | None, ids: Tensor, logs: _RowLogs,
+                    plan: _Plan, rows: slice) -> None:
+    """Gradient rows = w_d (s - onehot(target)) + w_t dl_t/dzT, built in place in `main`.
+
+    Off the top-k, dl_t/dzT_j = (S q_tail - p_tail) u_j (and s_j = q_tail u_j when T = 1).
     """
-    if spec.tail != "bucket":
-        return plan.w_mass[rows]
-    q.scatter_(1, ids, 0.0)                                # q now holds only the mass outside the top-k
-    q_tail = torch.sum(q, 1, keepdim=True, out=stats.q_tail[rows])
-    # Rows with q_tail this small are redone exactly afterwards; the clamp only keeps this pass finite.
-    floor = math.sqrt(torch.finfo(q.dtype).tiny)
-    return plan.w_mass[rows] - plan.w_tail[rows] / q_tail.clamp_min(floor)
-
-
-def _gradient_chunk(s, q, ids, s_k, q_k, outside, plan: _Plan, bufs: _Buffers, grad, rows) -> None:
-    """grad rows = w_d (s - onehot(target)) + w_t dl_t/dzT, built in place where s = softmax(z) was written."""
-    if q is s:                                             # T = 1: one distribution, one pass
-        s.mul_(plan.w_d[rows] + outside)
-    else:
-        s.mul_(plan.w_d[rows]).addcmul_(q, outside)        # right everywhere but the top-k and the target
-    # Top-k ids: w_t (S q_k - p_k) + w_d s_k; q (and s when T = 1) were zeroed there: overwrite.
-    top_k = torch.addcmul(plan.k_base[rows], q_k, plan.w_mass[rows]).addcmul_(s_k, plan.w_d[rows])
-    s.scatter_(1, ids, top_k)
-    s.scatter_add_(1, plan.target[rows], plan.neg_w_d[rows])
-    if bufs.g is not None:
-        grad[rows].copy_(s)
-
-
-def _row_losses(logits, plan: _Plan, stats: _RowStats, spec: _Spec) -> tuple[Tensor, Tensor]:
-    """Per-row l_t and l_d [N] from the row statistics (garbage on ignored rows; masked by the caller)."""
-    inv_t = 1.0 / spec.temperature
-    lse, lse_t = _logsumexps(logits, stats, inv_t)
-    row_t = -(plan.p_k * (stats.z_k * inv_t - lse_t)).sum(1)
-    if spec.tail == "bucket":
-        has_tail = plan.p_tail > 0                 # p_tail = 0 (e.g. k = V): no term, even if q_tail = 0
-        row_t = row_t - torch.where(has_tail, plan.p_tail * stats.q_tail.log(), 0.0).squeeze(1)
-    return row_t, (lse - stats.z_y).squeeze(1)
-
-
-def _logsumexps(logits, stats: _RowStats, inv_t: float) -> tuple[Tensor, Tensor]:
-    """logsumexp(z) and logsumexp(z / T) [N, 1] without another pass over [N, V].
-
-    For any id j, logsumexp(z) = z_j - log softmax(z)_j, accurate to float rounding while softmax(z)_j
-    is a normal float. The pivot j is the teacher id the student scores highest, whose probability is
-    rarely tiny; rows where it is (below sqrt(float tiny)) take the exact logsumexp over their row.
-    """
-    pivot = stats.z_k.argmax(1, keepdim=True)                              # [N, 1] column into the top-k
-    z_j, s_j, q_j = (t.gather(1, pivot) for t in (stats.z_k, stats.s_at_k, stats.q_at_k))
-    lse, lse_t = z_j - s_j.log(), z_j * inv_t - q_j.log()
-    floor = math.sqrt(torch.finfo(z_j.dtype).tiny)
-    redo = (torch.minimum(s_j, q_j) < floor).squeeze(1).nonzero()[:, 0]
-    if len(redo):
-        z = logits[redo].to(z_j.dtype)
-        lse[redo], lse_t[redo] = z.logsumexp(1, keepdim=True), (z * inv_t).logsumexp(1, keepdim=True)
-    return lse, lse_t
-
-
-def _exact_tail_rows(logits, teacher_ids, plan: _Plan, stats: _RowStats, row_t, grad, spec: _Spec) -> None:
-    """Redo, in log space, the rows whose student tail mass q_tail is too small to divide by.
-
-    There q_tail may underflow to 0 while p_tail > 0; the log-space form stays exact: log q_tail =
-    logsumexp(zT over non-top-k) - logsumexp(zT), and q_j / q_tail = exp(zT_j - logsumexp(zT over non-top-k)).
-    """
-    floor = math.sqrt(torch.finfo(plan.dtype).tiny)
-    redo = (plan.valid & (plan.p_tail > 0).squeeze(1) & (stats.q_tail < floor).squeeze(1)).nonzero()[:, 0]
-    if len(redo) == 0:
-        return
-    z = logits[redo].to(plan.dtype)                                      # [r, V]
-    z_t, ids, p_k = z * (1.0 / spec.temperature), teacher_ids[redo], plan.p_k[redo]
-    lse_t = z_t.logsumexp(1, keepdim=True)
-    z_out = z_t.scatter(1, ids, -math.inf)                               # zT on the non-top-k ids only
-    lse_out = z_out.logsumexp(1, keepdim=True)
-    p_tail = plan.p_tail[redo]
-    row_t[redo] = -(p_k * (z_t.gather(1, ids) - lse_t)).sum(1) - (p_tail * (lse_out - lse_t)).squeeze(1)
-    if grad is None:
-        return
-    # dL/dz = w_t (S q - p_tail q_j / q_tail on non-top-k - p_k on top-k) + w_d (s - onehot(target))
-    g = plan.w_mass[redo] * (z_t - lse_t).exp() - plan.w_tail[redo] * (z_out - lse_out).exp()
-    g.scatter_add_(1, ids, plan.k_base[redo])
-    g.addcmul_(z.softmax(1), plan.w_d[redo]).scatter_add_(1, plan.target[redo], plan.neg_w_d[redo])
-    grad[redo] = g.to(grad.dtype)
+    q_tail, w_d = logs.log_q_tail.exp(), plan.w_d[rows]
+    tail_coefficient = plan.w_mass[rows] * q_tail - plan.w_tail[rows]      # [c, 1]
+    if s is not None:
+        s.mul_(w_d)
+        if u is not None:
+            s.addcmul_(u, tail_coefficient)                                # right everywhere but the top-k
+    elif u is not None:                                                    # T = 1: u was written into main
+        u.mul_(tail_coefficient + w_d * q_tail)
+    else:                                                                  # T = 1, k = V: no dense term;
+        main.zero_()                                                       # the scatter below sets every id
+    # Top-k ids: w_t (S q_k - p_k) + w_d s_k, overwritten; then the data term's one-hot at the target.
+    top_k = torch.addcmul(plan.k_base[rows], logs.log_q_k.exp(), plan.w_mass[rows])
+    top_k.addcmul_(logs.log_s_k.exp(), w_d)
+    main.scatter_(1, ids, top_k)
+    main.scatter_add_(1, plan.target[rows], plan.neg_w_d[rows])
 
 
 def _validate(logits, targets, teacher_ids, teacher_logp, teacher_tail, temperature, w_teacher, w_data,
               tail, chunk_rows) -> None:
-    """Programming errors (wrong shapes or arguments) raise ValueError; user input is checked upstream."""
+    """Programming errors (wrong shapes or arguments) raise ValueError; user input is checked upstream.
+
+    Shapes, dtypes, devices and Python numbers only: nothing here reads a tensor's values (no sync).
+    """
     if logits.dim() != 2:
         raise ValueError(f"superstill_loss: logits must be [N, V], got shape {tuple(logits.shape)}")
     n, vocab = logits.shape
@@ -375,5 +362,9 @@ def _validate(logits, targets, teacher_ids, teacher_logp, teacher_tail, temperat
         raise ValueError(f"superstill_loss: tail must be one of {TAIL_MODES}, got {tail!r}")
     if chunk_rows is not None and chunk_rows < 1:
         raise ValueError(f"superstill_loss: chunk_rows must be >= 1, got {chunk_rows}")
-    if tail == "bucket" and k == vocab and bool((teacher_tail != 0).any()):
+
+
+def _check_values(logits, teacher_ids, teacher_tail, tail) -> None:
+    """The value checks `check_values=True` asks for; each reads a tensor back to the host (a sync)."""
+    if tail == "bucket" and teacher_ids.shape[1] == logits.shape[1] and bool((teacher_tail != 0).any()):
         raise ValueError("superstill_loss: teacher_tail must be 0 when k equals the vocabulary size")
