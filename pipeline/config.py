@@ -106,6 +106,9 @@ class TrainConfig:
     """Cap on tokens evaluated per split each epoch (0 = no cap)."""
     eval_batch_size: int = 32
     """Windows per evaluation batch."""
+    eval_every: float = 0.0
+    """Also evaluate inside epochs: 0 = at epoch ends only; in (0, 1) = every this fraction of an epoch
+    (0.25: four times per epoch); >= 1 = every this many training tokens. Rounded to whole steps."""
     checkpoint_every: int = 0
     """Also checkpoint every N steps inside an epoch (0: at epoch ends only)."""
     device: str = "auto"
@@ -128,6 +131,7 @@ class TrainConfig:
                and self.max_steps_per_epoch >= 0,
                "train.warmup_steps, eval_max_tokens, checkpoint_every and max_steps_per_epoch must be >= 0")
         _check(self.eval_batch_size >= 1, f"train.eval_batch_size must be >= 1, got {self.eval_batch_size}")
+        _check(self.eval_every >= 0, f"train.eval_every must be >= 0 (0: at epoch ends only), got {self.eval_every}")
         check_device_name(self.device, "train.device")
         _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), f"train.betas must be two numbers in [0, 1), got {self.betas}")
         _check(self.lr_schedule in ("constant", "cosine"), f"train.lr_schedule must be constant or cosine, got {self.lr_schedule!r}")
@@ -137,7 +141,15 @@ class TrainConfig:
 
     # Settings a resumed run may change: they say how long and where it runs, not what it learns.
     # Everything else is part of the run's identity (pipeline/run_identity.py).
-    RESUMABLE_CHANGES = ("epochs", "device", "compile", "checkpoint_every", "eval_batch_size")
+    RESUMABLE_CHANGES = ("epochs", "device", "compile", "checkpoint_every", "eval_batch_size", "eval_every")
+
+    def eval_steps(self, steps_per_epoch: int, tokens_per_step: int) -> int:
+        """Steps between evaluations inside an epoch (0: at epoch ends only)."""
+        if self.eval_every == 0:
+            return 0
+        if self.eval_every < 1:
+            return max(1, round(self.eval_every * steps_per_epoch))
+        return max(1, round(self.eval_every / tokens_per_step))
 
 
 PAPER = dict(d_model=768, d_ff=3072, n_head=12)

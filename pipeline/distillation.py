@@ -1,7 +1,11 @@
 """The distillation spec: how a student learns from its teacher. One definition, used by `train-student`'s
 options, experiment variants, the superstill objective, checkpoints (run identity) and run.json.
 
-L = w_teacher * T^2 * l_t + w_data * l_d through `transition_epoch`, then plain l_d (docs/LOSS.md).
+L = w1 * T^2 * l_t + w2 * l_d (docs/LOSS.md), with (w1, w2) over training given by the schedule:
+  step    (the paper's) w1 = w_teacher, w2 = w_data through `transition_epoch`, then plain l_d;
+  linear  (Knowledge Inheritance's) full weight for `decay_start` epochs, then w1 falls linearly to 0 over
+          `decay_epochs` epochs while w2 rises so that w1 + w2 stays w_teacher + w_data.
+Epochs may be fractional: 0.5 is half of the first epoch (the schedule moves every step).
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ TAIL_MODES = ("bucket", "renorm")
 """How the teacher's mass outside the stored top-k is matched (pipeline/losses.py explains both)."""
 ALL_EPOCHS = "all"
 """transition_epoch value meaning "never switch to plain cross-entropy"."""
+SCHEDULES = ("step", "linear")
+"""How the teacher's weight changes over training (the module docstring)."""
 
 
 @dataclass
@@ -32,7 +38,14 @@ class DistillationSpec:
     tail: str = "bucket"
     """"bucket" (the teacher's tail mass as one extra outcome) or "renorm" (top-k renormalized)."""
     transition_epoch: int | str = ALL_EPOCHS
-    """Superstill through this epoch, then plain l_d; "all" never switches (the paper: 14 small, 1 or 3 large)."""
+    """step schedule: superstill through this epoch, then plain l_d; "all" never switches (the paper: 14 small,
+    1 or 3 large)."""
+    schedule: str = "step"
+    """"step" (the paper's) or "linear" (see the module docstring)."""
+    decay_start: float = 0.0
+    """linear schedule: epochs of full teacher weight before the decay starts."""
+    decay_epochs: float = 1.0
+    """linear schedule: epochs over which the teacher's weight falls to 0."""
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.temperature) and self.temperature > 0):
@@ -44,10 +57,42 @@ class DistillationSpec:
         if self.tail not in TAIL_MODES:
             raise UserError(f"tail must be one of {', '.join(TAIL_MODES)}, got {self.tail!r}")
         self.transition_epoch = parse_transition_epoch(self.transition_epoch)
+        if self.schedule not in SCHEDULES:
+            raise UserError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.schedule != "step" and self.transition_epoch != ALL_EPOCHS:
+            raise UserError(f"transition_epoch belongs to the step schedule; the {self.schedule} schedule uses "
+                            f"decay_start and decay_epochs")
+        if not (math.isfinite(self.decay_start) and self.decay_start >= 0):
+            raise UserError(f"decay_start must be a number of epochs >= 0, got {self.decay_start}")
+        if not (math.isfinite(self.decay_epochs) and self.decay_epochs > 0):
+            raise UserError(f"decay_epochs must be a number of epochs > 0, got {self.decay_epochs}")
 
     def uses_teacher(self, epoch: int) -> bool:
-        """Whether epoch `epoch` (1-based) trains with the teacher term."""
+        """Whether any step of epoch `epoch` (1-based) has a teacher term (the loader reads rows only then)."""
+        if self.schedule == "linear":
+            return epoch - 1 < self.decay_start + self.decay_epochs
         return self.transition_epoch == ALL_EPOCHS or epoch <= int(self.transition_epoch)
+
+    def weights(self, epoch: int, elapsed: float) -> tuple[float, float]:
+        """(w1, w2) for a step of epoch `epoch` (1-based) taken after `elapsed` epochs of training."""
+        if self.schedule == "linear":
+            kept = min(1.0, max(0.0, 1.0 - (elapsed - self.decay_start) / self.decay_epochs))
+            return self.w_teacher * kept, self.w_data + self.w_teacher * (1.0 - kept)
+        return (self.w_teacher, self.w_data) if self.uses_teacher(epoch) else (0.0, 1.0)
+
+    def phase(self, epoch: int, elapsed: float) -> str:
+        """"full", "decaying" or "off": what the schedule does to the teacher's weight at this step."""
+        w_teacher, _ = self.weights(epoch, elapsed)
+        return "off" if w_teacher == 0 else ("full" if w_teacher == self.w_teacher else "decaying")
+
+    def phase_reason(self, phase: str) -> str:
+        """Why the schedule is in `phase`, for metrics.jsonl and the report."""
+        if self.schedule == "step":
+            return f"step schedule: transition epoch {self.transition_epoch} done, plain cross-entropy from here"
+        return {"full": "linear schedule: full teacher weight",
+                "decaying": f"linear schedule: teacher weight decays to 0 over {self.decay_epochs:g} epochs from "
+                            f"epoch {self.decay_start:g}",
+                "off": "linear schedule: teacher weight reached 0, plain cross-entropy from here"}[phase]
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

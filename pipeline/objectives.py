@@ -1,6 +1,6 @@
 """Training objectives: the only part of the training loop that differs between teacher, baseline and student.
 
-An objective maps (model, batch, epoch) to a loss and the named terms to log. The teacher and the
+An objective maps (model, batch, epoch, elapsed epochs) to a loss and the named terms to log. The teacher and the
 baseline use plain next-token cross-entropy; the superstilled student adds the teacher term (see
 `SuperstillObjective`) until its transition epoch.
 """
@@ -27,7 +27,8 @@ class StepLoss:
 
 
 class Objective(Protocol):
-    def __call__(self, model: torch.nn.Module, batch: Batch, epoch: int) -> StepLoss: ...
+    def __call__(self, model: torch.nn.Module, batch: Batch, epoch: int, elapsed: float | None = None) -> StepLoss:
+        """`epoch` is 1-based; `elapsed` the epochs completed before this step (fractional; None: epoch - 1)."""
 
     def uses_teacher(self, epoch: int) -> bool:
         """Whether batches of this epoch need teacher rows (the loader skips reading them otherwise)."""
@@ -35,11 +36,14 @@ class Objective(Protocol):
     def describe(self) -> dict[str, Any] | None:
         """Settings recorded in run.json (None for plain cross-entropy)."""
 
+    def schedule_phase(self, epoch: int, elapsed: float) -> tuple[str, str] | None:
+        """(phase, reason) of the teacher weight's schedule at a step, or None without a teacher."""
+
 
 class DataObjective:
     """Plain next-token cross-entropy: the teacher's and the same-size baseline's loss (l_d)."""
 
-    def __call__(self, model: torch.nn.Module, batch: Batch, epoch: int) -> StepLoss:
+    def __call__(self, model: torch.nn.Module, batch: Batch, epoch: int, elapsed: float | None = None) -> StepLoss:
         logits = model(batch.inputs)  # [B, C, V]
         loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), batch.targets.reshape(-1))
         return StepLoss(loss, {"loss_data": loss.detach()})
@@ -48,6 +52,9 @@ class DataObjective:
         return False
 
     def describe(self) -> dict[str, Any] | None:
+        return None
+
+    def schedule_phase(self, epoch: int, elapsed: float) -> tuple[str, str] | None:
         return None
 
 
@@ -69,17 +76,26 @@ class SuperstillObjective:
         return {**self.spec.to_dict(), "mode": "online" if self.teacher_model is not None else "store",
                 "online_top_k": self.online_top_k, "teacher_logits": self.source}
 
-    def __call__(self, model: torch.nn.Module, batch: Batch, epoch: int) -> StepLoss:
+    def schedule_phase(self, epoch: int, elapsed: float) -> tuple[str, str] | None:
+        phase = self.spec.phase(epoch, elapsed)
+        return phase, self.spec.phase_reason(phase)
+
+    def weights(self, epoch: int, elapsed: float | None = None) -> tuple[float, float]:
+        """(w1, w2) of this step under the spec's schedule."""
+        return self.spec.weights(epoch, epoch - 1.0 if elapsed is None else elapsed)
+
+    def __call__(self, model: torch.nn.Module, batch: Batch, epoch: int, elapsed: float | None = None) -> StepLoss:
         from pipeline.losses import superstill_loss
 
-        if not self.uses_teacher(epoch):
-            return DataObjective()(model, batch, epoch)
+        w_teacher, w_data = self.weights(epoch, elapsed)
+        if w_teacher == 0.0:  # plain cross-entropy, scaled: no teacher rows needed, none read
+            plain = DataObjective()(model, batch, epoch)
+            return plain if w_data == 1.0 else StepLoss(plain.loss * w_data, plain.terms)
         ids, logp, tail = self._teacher(batch)
         logits = model(batch.inputs)  # [B, C, V]
         spec = self.spec
         result = superstill_loss(logits.view(-1, logits.size(-1)), batch.targets.reshape(-1), ids, logp, tail,
-                                 temperature=spec.temperature, w_teacher=spec.w_teacher, w_data=spec.w_data,
-                                 tail=spec.tail)
+                                 temperature=spec.temperature, w_teacher=w_teacher, w_data=w_data, tail=spec.tail)
         return StepLoss(result.loss, {"loss_teacher": result.teacher_term, "loss_data": result.data_term})
 
     def _teacher(self, batch: Batch):

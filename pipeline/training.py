@@ -110,6 +110,7 @@ class _Trainer:
         plan = WindowPlan(self.train_ids.size, run.model_config.context, self.cfg.shuffle_block_tokens, self.cfg.seed)
         self.stream = BatchStream(self.train_ids, plan, self.cfg.batch_size, context.rank, context.world, run.row_source)
         self.steps = self._steps_per_epoch(1)
+        self.eval_steps = self.cfg.eval_steps(self.steps, self.cfg.batch_size * run.model_config.context * context.world)
         if self.steps == 0:
             raise UserError(f"--tokens {run.tokens.location}: the train split ({self.train_ids.size:,} tokens) is too "
                             f"small for one batch of {self.cfg.batch_size} windows of {run.model_config.context} "
@@ -125,6 +126,7 @@ class _Trainer:
             self._restore()
         self.forward_model = self._wrap(self.model)
         self.stops = StopRequests(context)
+        self._phase: str | None = None  # the schedule's phase at the last step (a change is logged)
 
     def _steps_per_epoch(self, epoch: int) -> int:
         steps = self.stream.steps_per_epoch(epoch)
@@ -228,7 +230,9 @@ class _Trainer:
         for batch in batches:
             if self.state.step >= steps:
                 break
-            terms = self._step(batch, epoch)
+            elapsed = epoch - 1 + self.state.step / steps
+            self._note_schedule(epoch, elapsed)
+            terms = self._step(batch, epoch, elapsed)
             for name, value in terms.items():
                 sums[name] = sums.get(name, 0) + value
             count += 1
@@ -239,6 +243,9 @@ class _Trainer:
             if self.ctx.is_main and self.state.global_step % STEP_LOG_EVERY == 0:
                 self.dir.append_step({"epoch": epoch, "step": self.state.global_step, **_floats(terms),
                                       "lr": self.scheduler.get_last_lr()[0]})
+            if self.eval_steps and self.state.step % self.eval_steps == 0 and self.state.step < steps:
+                train_seconds += self._account_time()
+                self._evaluate_point(epoch, steps)  # its time is reported apart (eval_time_s)
             if self.cfg.checkpoint_every and self.state.step % self.cfg.checkpoint_every == 0 and self.state.step < steps:
                 train_seconds += self._account_time()
                 self._save()
@@ -250,12 +257,12 @@ class _Trainer:
         record = self._end_epoch(epoch, means, count * tokens_per_step * self.ctx.world / max(train_seconds, 1e-9))
         return record
 
-    def _step(self, batch, epoch: int) -> dict[str, torch.Tensor]:
+    def _step(self, batch, epoch: int, elapsed: float) -> dict[str, torch.Tensor]:
         batch.inputs, batch.targets = batch.inputs.to(self.device, non_blocking=True), batch.targets.to(self.device, non_blocking=True)
         if batch.teacher is not None:
             batch.teacher = batch.teacher.to(self.device)
         with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
-            result = self.run.objective(self.forward_model, batch, epoch)
+            result = self.run.objective(self.forward_model, batch, epoch, elapsed)
         self._check_finite(result.loss, epoch)
         self.optimizer.zero_grad(set_to_none=True)
         result.loss.backward()
@@ -264,6 +271,18 @@ class _Trainer:
         self.optimizer.step()
         self.scheduler.step()
         return {"loss": result.loss.detach(), **result.terms}
+
+    def _note_schedule(self, epoch: int, elapsed: float) -> None:
+        """A "schedule" event in metrics.jsonl when the teacher weight's phase changes (and at the start)."""
+        phase = self.run.objective.schedule_phase(epoch, elapsed)
+        if phase is None or phase[0] == self._phase:
+            return
+        self._phase = phase[0]
+        if self.ctx.is_main:
+            w_teacher, w_data = self.run.objective.weights(epoch, elapsed)
+            self.dir.append_metrics({"event": "schedule", "epoch": epoch, "step": self.state.global_step,
+                                     "tokens_seen": self.state.tokens_seen, "phase": phase[0], "w_teacher": w_teacher,
+                                     "w_data": w_data, "reason": phase[1]})
 
     def _check_finite(self, loss: torch.Tensor, epoch: int) -> None:
         """Stop before a non-finite loss reaches the weights (CPU: every step; CUDA: every few, no sync per step)."""
@@ -276,27 +295,42 @@ class _Trainer:
                               f"over with --force or --resume from that checkpoint")
 
     def _end_epoch(self, epoch: int, means: dict[str, float], tokens_per_s: float) -> dict[str, Any]:
+        steps = self._steps_per_epoch(epoch)
+        point = self._evaluate_point(epoch, steps)
         record: dict[str, Any] = {}
         if self.ctx.is_main:
-            evaluated = time.perf_counter()
-            train_subset = self.evaluate("train")
-            val = self.evaluate("val") if self.val_ids.size >= 2 else Perplexity(nll=float("nan"), tokens=0)
-            record = {"event": "epoch", "epoch": epoch, "step": self.state.global_step,
-                      "tokens_seen": self.state.tokens_seen, "wall_time_s": round(self.state.wall_time_s, 3),
-                      "eval_time_s": round(time.perf_counter() - evaluated, 3),
-                      "train_ppl": train_subset.ppl, "train_nll": train_subset.nll, "train_eval_tokens": train_subset.tokens,
-                      "val_ppl": _finite(val.ppl), "val_nll": _finite(val.nll), "val_eval_tokens": val.tokens,
+            record = {**point, "event": "epoch",
                       "loss": means.get("loss"), "loss_data": means.get("loss_data"),
                       "loss_teacher": means.get("loss_teacher"), "tokens_per_s": round(tokens_per_s, 1),
-                      "lr": self.scheduler.get_last_lr()[0], "superstill": self.run.objective.uses_teacher(epoch),
-                      "data_wait_s": round(self.stream.wait_seconds, 3)}
+                      "lr": self.scheduler.get_last_lr()[0], "data_wait_s": round(self.stream.wait_seconds, 3)}
             self.dir.append_metrics(record)
-            log(f"epoch {epoch}: val ppl {val.ppl:.2f}, train-subset ppl {train_subset.ppl:.2f}, "
+            log(f"epoch {epoch}: val ppl {_shown(record['val_ppl'])}, train-subset ppl {record['train_ppl']:.2f}, "
                 f"{tokens_per_s:,.0f} tokens/s", self.ctx)
         self.state.epoch, self.state.step = epoch + 1, 0
-        self._stretch_started = time.perf_counter()  # evaluation time is reported apart (eval_time_s)
         self._save()
         self.ctx.barrier()
+        return record
+
+    def _evaluate_point(self, epoch: int, steps: int) -> dict[str, Any]:
+        """Rank 0 evaluates held-out and train-subset perplexity now and logs an "eval" event (other ranks
+        wait); returns its record ({} on other ranks). Evaluation draws no randomness: training is unchanged."""
+        record: dict[str, Any] = {}
+        if self.ctx.is_main:
+            started = time.perf_counter()
+            train_subset = self.evaluate("train")
+            val = self.evaluate("val") if self.val_ids.size >= 2 else Perplexity(nll=float("nan"), tokens=0)
+            weights = self.run.objective.weights if self.run.objective.describe() else None
+            elapsed = epoch - 1 + self.state.step / steps
+            record = {"event": "eval", "epoch": epoch, "step": self.state.global_step,
+                      "tokens_seen": self.state.tokens_seen, "wall_time_s": round(self.state.wall_time_s, 3),
+                      "eval_time_s": round(time.perf_counter() - started, 3), "train_ppl": train_subset.ppl,
+                      "train_nll": train_subset.nll, "train_eval_tokens": train_subset.tokens,
+                      "val_ppl": _finite(val.ppl), "val_nll": _finite(val.nll), "val_eval_tokens": val.tokens,
+                      "superstill": self.run.objective.uses_teacher(epoch),
+                      "w_teacher": weights(epoch, elapsed)[0] if weights else None}
+            self.dir.append_metrics(record)
+        self.ctx.barrier()
+        self._stretch_started = time.perf_counter()
         return record
 
     def evaluate(self, split: str) -> Perplexity:
@@ -314,6 +348,10 @@ class _Trainer:
                                  "superstill": self.run.objective.describe()},
                             position=vars(self.state).copy(), identity=self.identity)
         self.last_saved = self._where()
+
+
+def _shown(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 def _finite(value: float) -> float | None:

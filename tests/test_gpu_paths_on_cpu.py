@@ -59,7 +59,7 @@ def train(kind: str, setup: dict, out: str, **train_settings) -> dict:
     else:
         cli("train-student", "--preset", "tiny-student", "--teacher-logits", setup["store"],
             "--temperature", str(TEMPERATURE), *common)
-    (line,) = [json.loads(l) for l in open(f"{out}/metrics.jsonl").read().splitlines()]
+    (line,) = [e for e in map(json.loads, open(f"{out}/metrics.jsonl").read().splitlines()) if e["event"] == "epoch"]
     return line
 
 

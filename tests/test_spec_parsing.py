@@ -91,5 +91,25 @@ def test_resolve_checks_every_override(overrides, message):
 
 def test_defaults_come_from_the_dataclass():
     assert defaults(DistillationSpec) == {"temperature": 6.0, "w_teacher": 0.6, "w_data": 0.4, "tail": "bucket",
-                                          "transition_epoch": "all"}
+                                          "transition_epoch": "all", "schedule": "step", "decay_start": 0.0,
+                                          "decay_epochs": 1.0}
     assert defaults(TrainConfig)["lr"] == TrainConfig().lr and "vocab_size" in defaults(ModelConfig)
+
+
+@pytest.mark.parametrize("elapsed, expected", [(0.0, 0.6), (0.5, 0.6), (1.0, 0.6), (1.25, 0.45), (1.5, 0.3),
+                                               (2.0, 0.0), (3.7, 0.0)])
+def test_linear_schedule_weights_follow_the_closed_form(elapsed, expected):
+    """w1(e) = w1 * clamp(1 - (e - start) / span, 0, 1) and w1 + w2 constant (start 1, span 1 epoch)."""
+    spec = DistillationSpec(schedule="linear", decay_start=1.0, decay_epochs=1.0)
+    w1, w2 = spec.weights(int(elapsed) + 1, elapsed)
+    assert w1 == pytest.approx(expected) and w1 + w2 == pytest.approx(1.0)
+
+
+def test_step_schedule_is_the_transition_epoch():
+    spec = DistillationSpec(transition_epoch=2)
+    assert [spec.weights(epoch, epoch - 1.0) for epoch in (1, 2, 3)] == [(0.6, 0.4), (0.6, 0.4), (0.0, 1.0)]
+    assert [spec.phase(epoch, epoch - 1.0) for epoch in (1, 3)] == ["full", "off"]
+    with pytest.raises(UserError, match="transition_epoch belongs to the step schedule"):
+        DistillationSpec(schedule="linear", transition_epoch=1)
+    with pytest.raises(UserError, match="decay_epochs must be"):
+        DistillationSpec(schedule="linear", decay_epochs=0)

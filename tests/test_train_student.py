@@ -46,8 +46,12 @@ def student(setup, out, epochs=2, steps=6, resume=False, **options):
     return train_student(config)
 
 
+def events_of(out, kind="epoch"):
+    return [e for e in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if e["event"] == kind]
+
+
 def epochs_of(out):
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return events_of(out)
 
 
 def test_transition_epoch_switches_to_plain_cross_entropy(setup, tmp_path):
@@ -119,3 +123,14 @@ def test_renorm_with_little_top_k_mass_warns(setup, tmp_path):
                                        "--set", "train.eval_max_tokens=256"])
     assert result.exit_code == 0, result.output
     assert "warning: --tail renorm at T=6" in result.output and "--tail bucket" in result.output
+
+
+def test_linear_schedule_decays_the_teacher_weight_and_logs_its_phases(setup, tmp_path):
+    """w1 falls linearly from 0.6 to 0 over epoch 2 while w2 rises (w1 + w2 = 1); each phase change is logged."""
+    student(setup, tmp_path / "s", epochs=3, teacher_logits=setup["top8"], temperature=1.0, schedule="linear",
+            decay_start=1.0, decay_epochs=1.0)
+    phases = [(e["epoch"], e["phase"], e["w_teacher"]) for e in events_of(tmp_path / "s", "schedule")]
+    assert [p[:2] for p in phases] == [(1, "full"), (2, "decaying"), (3, "off")]
+    assert phases[0][2] == 0.6 and 0 < phases[1][2] < 0.6 and phases[2][2] == 0.0
+    assert [e["superstill"] for e in epochs_of(tmp_path / "s")] == [True, True, False]
+    assert "linear schedule" in events_of(tmp_path / "s", "schedule")[1]["reason"]

@@ -46,8 +46,10 @@ def assert_same_weights(a, b):
 
 def test_metrics_per_epoch_and_evaluate_reproduces_last_epoch(store, tmp_path):
     last = teacher(store, tmp_path / "run", epochs=3, steps=40)
-    lines = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    events = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    lines = [e for e in events if e["event"] == "epoch"]
     assert [l["epoch"] for l in lines] == [1, 2, 3]
+    assert [e["epoch"] for e in events if e["event"] == "eval"] == [1, 2, 3]  # one evaluation point per epoch end
     assert lines[-1]["val_ppl"] < lines[0]["val_ppl"]  # it learns
     assert lines[-1]["tokens_seen"] == 3 * 40 * 4 * 16
     result = evaluate(EvaluateConfig(checkpoint=str(tmp_path / "run"), tokens=store, max_tokens=512,
@@ -57,6 +59,23 @@ def test_metrics_per_epoch_and_evaluate_reproduces_last_epoch(store, tmp_path):
     assert run_json["kind"] == "teacher" and run_json["model"]["n_layer"] == 1
 
 
+def test_evaluation_inside_epochs_changes_nothing_but_adds_points(store, tmp_path):
+    plain = teacher(store, tmp_path / "plain", epochs=2, steps=8)
+    fine = teacher(store, tmp_path / "fine", epochs=2, steps=8, eval_every=0.25)
+    assert_same_weights(weights(tmp_path / "plain"), weights(tmp_path / "fine"))  # evaluation draws no randomness
+    assert fine["val_ppl"] == plain["val_ppl"]
+    events = [json.loads(l) for l in (tmp_path / "fine" / "metrics.jsonl").read_text().splitlines()]
+    points = [e for e in events if e["event"] == "eval"]
+    tokens_per_step = 4 * 16  # TINY_TRAIN batch 4, context 16
+    assert [p["tokens_seen"] for p in points] == [s * tokens_per_step for s in (2, 4, 6, 8, 10, 12, 14, 16)]
+    assert all(p["eval_time_s"] >= 0 and p["val_ppl"] > 1 for p in points)
+    walls = [p["wall_time_s"] for p in points]
+    assert walls == sorted(walls)
+    by_tokens = teacher(store, tmp_path / "tokens", epochs=1, steps=8, eval_every=3 * tokens_per_step)
+    events = [json.loads(l) for l in (tmp_path / "tokens" / "metrics.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in events if e["event"] == "eval"] == [3, 6, 8] and by_tokens["val_ppl"] > 1
+
+
 def test_resume_after_epoch_one_is_exact(store, tmp_path):
     teacher(store, tmp_path / "straight", epochs=2)
     teacher(store, tmp_path / "resumed", epochs=1)
@@ -64,18 +83,18 @@ def test_resume_after_epoch_one_is_exact(store, tmp_path):
     assert_same_weights(weights(tmp_path / "straight"), weights(tmp_path / "resumed"))
 
 
-class InterruptAt:
-    """Wraps the real objective; at call `step` sends this process a real SIGINT (a Ctrl-C) `when` =
-    "before" or "after" the forward pass, or raises KeyboardInterrupt there ("raise": a second Ctrl-C)."""
+class InterruptAt(DataObjective):
+    """The real objective; at call `step` it sends this process a real SIGINT (a Ctrl-C) `when` = "before" or
+    "after" the forward pass, or raises KeyboardInterrupt there ("raise": a second Ctrl-C)."""
 
     def __init__(self, step, when="before"):
-        self.inner, self.step, self.when, self.calls = DataObjective(), step, when, 0
+        self.step, self.when, self.calls = step, when, 0
 
-    def __call__(self, model, batch, epoch):
+    def __call__(self, model, batch, epoch, elapsed=None):
         self.calls += 1
         if self.calls == self.step and self.when in ("before", "raise"):
             self._interrupt()
-        result = self.inner(model, batch, epoch)
+        result = super().__call__(model, batch, epoch, elapsed)
         if self.calls == self.step and self.when == "after":
             self._interrupt()
         return result
@@ -84,12 +103,6 @@ class InterruptAt:
         if self.when == "raise":
             raise KeyboardInterrupt
         os.kill(os.getpid(), signal.SIGINT)
-
-    def uses_teacher(self, epoch):
-        return False
-
-    def describe(self):
-        return None
 
 
 def interrupted_run(store, out, objective, epochs=2):
@@ -149,6 +162,7 @@ def test_two_process_gloo_ddp_run(store, tmp_path):
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    lines = [l for l in lines if l["event"] == "epoch"]
     assert [l["epoch"] for l in lines] == [1, 2]  # rank 0 alone writes metrics
     assert lines[-1]["tokens_seen"] == 2 * 4 * 4 * 16 * 2  # both ranks' tokens are counted
     assert json.loads((out / "run.json").read_text())["world_size"] == 2

@@ -3,7 +3,7 @@ from __future__ import annotations
 import click
 
 from pipeline.cli.training_options import shortcut_overrides, training_options
-from pipeline.distillation import TAIL_MODES, DistillationSpec
+from pipeline.distillation import SCHEDULES, TAIL_MODES, DistillationSpec
 from pipeline.run_settings import load_overrides
 from pipeline.spec_parsing import OPTIONS, build_spec, defaults
 
@@ -22,8 +22,15 @@ DISTILLATION = defaults(DistillationSpec)
 @click.option("--tail", type=click.Choice(TAIL_MODES), default=DISTILLATION["tail"],
               help="How the teacher's mass outside the top-k is matched (see docs/LOSS.md).")
 @click.option("--transition-epoch", default=DISTILLATION["transition_epoch"],
-              help="Superstill through this epoch, then plain cross-entropy; 'all' never switches "
-                   "(paper: 14 small, 1 or 3 large).")
+              help="step schedule: superstill through this epoch, then plain cross-entropy; 'all' never "
+                   "switches (paper: 14 small, 1 or 3 large).")
+@click.option("--schedule", type=click.Choice(SCHEDULES), default=DISTILLATION["schedule"],
+              help="Teacher weight over training: step (the paper's, see --transition-epoch) or linear "
+                   "(w1 decays to 0 while w2 rises; see --decay-start, --decay-epochs).")
+@click.option("--decay-start", type=float, default=DISTILLATION["decay_start"],
+              help="linear schedule: epochs of full teacher weight first (fractions allowed).")
+@click.option("--decay-epochs", type=float, default=DISTILLATION["decay_epochs"],
+              help="linear schedule: epochs over which the teacher weight falls to 0.")
 def command(tokens, out, preset, epochs, batch_size, lr, seed, device, config_file, settings, resume, force,
             teacher_logits, teacher_checkpoint, online_top_k, **distillation):
     """Train a student from token ids plus the teacher's stored distribution (or the baseline without one).
