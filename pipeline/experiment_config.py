@@ -15,7 +15,7 @@ from typing import Any
 
 from pipeline.config import PRESETS, resolve
 from pipeline.distillation import DistillationSpec
-from pipeline.dump_spec import DumpSpec
+from pipeline.dump_spec import DumpSpec, check_sampled_temperature
 from pipeline.errors import UserError
 from pipeline.spec_parsing import build_spec, coerce
 
@@ -87,6 +87,9 @@ class ExperimentConfig:
     """How the teacher's distribution is stored: the options of `pipeline dump-teacher`."""
     baseline: bool = True
     """Also train the same-size baseline (plain cross-entropy, same data order)."""
+    seeds: list[int] = field(default_factory=lambda: [0])
+    """Student seeds: the baseline and every variant train once per seed (students/NAME/seed-S/), paired by
+    seed (same initialization and data order within a seed); the teacher and its store are made once."""
     description: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -113,13 +116,29 @@ class ExperimentConfig:
             variants=[Variant.from_table(t, f"{source} [[variants]]") for t in tables],
             tokenize=_tokenize_table(data.get("tokenize", {}), f"{source} [tokenize]"),
             dump=build_spec(DumpSpec, data.get("dump", {}), f"{source} [dump]"),
-            baseline=coerce(data.get("baseline", True), bool, f"{source} baseline"))
+            baseline=coerce(data.get("baseline", True), bool, f"{source} baseline"),
+            seeds=coerce(data.get("seeds", [0]), list[int], f"{source} seeds"))
+        check_seeds(config.seeds, f"{source} seeds")
+        if "seed" in config.student.train:
+            raise UserError(f"{source} [student.train] seed: student seeds come from `seeds = [...]` (one run each); "
+                            f"remove it")
         config.teacher.validate(f"{source} [teacher]")
         config.student.validate(f"{source} [student]")
+        if config.dump.rows == "sampled":  # sampled rows train only at their sampling temperature
+            for variant in config.variants:
+                check_sampled_temperature(config.dump.sample_temperature, variant.distillation.temperature,
+                                          f"{source} [[variants]] {variant.name} temperature")
         names = [v.name for v in config.variants]
         if len(set(names)) != len(names):
             raise UserError(f"{source}: variant names must be unique, got {names}")
         return config
+
+
+def check_seeds(seeds: list[int], where: str) -> list[int]:
+    """At least one seed, each >= 0, no repeats."""
+    if not seeds or any(seed < 0 for seed in seeds) or len(set(seeds)) != len(seeds):
+        raise UserError(f"{where}: give one or more distinct seeds >= 0, e.g. [0, 1, 2]; got {seeds}")
+    return seeds
 
 
 def _tokenize_table(table: Any, where: str) -> dict[str, Any]:

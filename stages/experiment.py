@@ -3,7 +3,7 @@
     RUN/experiment.json      the resolved experiment
     RUN/state.json           per stage: a key (sha256 of its settings and its inputs' keys) and done/not
     RUN/tokens/              token store            RUN/teacher/         teacher run
-    RUN/teacher-logits/      logit store            RUN/students/NAME/   baseline and superstilled students
+    RUN/teacher-logits/      logit store            RUN/students/NAME/seed-S/   baseline and students, per seed
     RUN/report.md, RUN/figures/
 
 A stage whose key matches a finished one is skipped; an unfinished one with the same key is resumed; one
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pipeline.errors import UserError
-from pipeline.experiment_config import ExperimentConfig, load_experiment
+from pipeline.experiment_config import ExperimentConfig, check_seeds, load_experiment
 from pipeline.progress import log
 from pipeline.run_dir import RunDir
 from pipeline.spec_parsing import build_spec
@@ -41,7 +41,9 @@ class ExperimentRunConfig:
     force: bool = False
     """Redo stages whose settings changed (and everything after them)."""
     stop_after: str | None = None
-    """Stop after this stage (tokens, teacher, teacher-logits, a student name); for staged runs and tests."""
+    """Stop after this stage (tokens, teacher, teacher-logits, NAME/seed-S); for staged runs and tests."""
+    seeds: list[int] | None = None
+    """Replace the experiment's student seeds."""
 
 
 def _key(settings: Any, *upstream: str) -> str:
@@ -87,6 +89,8 @@ def run(config: ExperimentRunConfig) -> Path:
     experiment = load_experiment(config.experiment)
     if config.corpus:
         experiment.corpus = list(config.corpus)
+    if config.seeds:
+        experiment.seeds = check_seeds(list(config.seeds), "--seeds")
     out = Path(config.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; an experiment is a directory: choose another --out")
@@ -156,12 +160,13 @@ def _plan(experiment: ExperimentConfig, out: Path, source: str) -> list[_Stage]:
         plan.append(_Stage("teacher-logits", logits_key, logits, lambda resume, force: dump_teacher.run(
             dataclasses.replace(dump_config, resume=resume, force=force and not resume))))
     students = ([("baseline", None)] if experiment.baseline else []) + [(v.name, v) for v in experiment.variants]
-    for name, variant in students:
-        where = out / "students" / name
-        key = _key({"student": vars(experiment.student), "variant": variant.settings() if variant else None},
-                   logits_key if variant else tokens_key)
-        plan.append(_Stage(name, key, where, _training_action(train_student.run, _student_config(
-            experiment, variant, str(tokens), str(logits), where))))
+    for seed in experiment.seeds:  # seed by seed: the first seed's comparison is complete first
+        for name, variant in students:
+            where = out / "students" / name / f"seed-{seed}"
+            key = _key({"student": vars(experiment.student), "seed": seed,
+                        "variant": variant.settings() if variant else None}, logits_key if variant else tokens_key)
+            plan.append(_Stage(f"{name}/seed-{seed}", key, where, _training_action(train_student.run, _student_config(
+                experiment, variant, seed, str(tokens), str(logits), where))))
     return plan
 
 
@@ -173,9 +178,10 @@ def _training_action(train: Callable[[Any], Any], config):
     return action
 
 
-def _student_config(experiment: ExperimentConfig, variant, tokens: str, logits: str, where: Path):
-    settings = dict(tokens=tokens, out=str(where), preset=experiment.student.preset,
-                    overrides=experiment.student.overrides())
+def _student_config(experiment: ExperimentConfig, variant, seed: int, tokens: str, logits: str, where: Path):
+    overrides = experiment.student.overrides()
+    overrides["train"]["seed"] = seed
+    settings = dict(tokens=tokens, out=str(where), preset=experiment.student.preset, overrides=overrides)
     if variant is not None:
         settings.update(teacher_logits=logits, distillation=variant.distillation)
     return train_student.TrainStudentConfig(**settings)

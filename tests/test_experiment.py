@@ -72,11 +72,11 @@ def test_interrupted_experiment_resumes_without_redoing_finished_stages(toy, tmp
     report = run(ExperimentRunConfig(experiment=str(path), out=str(out), corpus=corpus))
     assert (out / "teacher" / "checkpoint.pt").stat().st_mtime_ns == checkpoint_mtime  # not retrained
     state = json.loads((out / "state.json").read_text())["stages"]
-    assert list(state) == ["tokens", "teacher", "teacher-logits", "baseline", "t1"]
+    assert list(state) == ["tokens", "teacher", "teacher-logits", "baseline/seed-0", "t1/seed-0"]
     text = report.read_text()
     assert "baseline" in text and "t1" in text
     assert len(list((out / "figures").glob("*.png"))) >= 1
-    metrics = [json.loads(l) for l in (out / "students" / "t1" / "metrics.jsonl").read_text().splitlines()]
+    metrics = [json.loads(l) for l in (out / "students" / "t1" / "seed-0" / "metrics.jsonl").read_text().splitlines()]
     assert [m["superstill"] for m in metrics if m["event"] == "epoch"] == [True, False]
 
 
@@ -128,7 +128,8 @@ def test_stop_after_takes_only_stage_names(toy, tmp_path):
     result = CliRunner().invoke(main, ["experiment", str(path), "--out", str(tmp_path / "run"), "--corpus", corpus[0],
                                        "--stop-after", "techer"])
     assert result.exit_code == 2 and "--stop-after 'techer' is not a stage" in result.output
-    assert "tokens, teacher, teacher-logits, baseline, t1" in result.output and not (tmp_path / "run").exists()
+    assert "tokens, teacher, teacher-logits, baseline/seed-0, t1/seed-0" in result.output
+    assert not (tmp_path / "run").exists()
 
 
 def test_outputs_from_stage_commands_are_never_replaced_without_force(toy, tmp_path):
@@ -167,6 +168,32 @@ def test_experiment_out_that_is_a_file_or_inside_the_corpus_is_refused(toy, tmp_
         result = CliRunner().invoke(main, ["experiment", str(path), "--out", str(out),
                                            "--corpus", str(tmp_path / "corpus")])
         assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+
+
+def test_seeds_pair_baseline_and_variants_and_resume_per_seed(toy, tmp_path):
+    """One teacher and store; baseline and t1 once per seed, same init and data order within a seed."""
+    path, corpus = toy
+    out = tmp_path / "run"
+    run(ExperimentRunConfig(experiment=str(path), out=str(out), corpus=corpus, seeds=[3, 5], stop_after="t1/seed-3"))
+    state = json.loads((out / "state.json").read_text())["stages"]
+    assert list(state)[-2:] == ["baseline/seed-3", "t1/seed-3"]
+    run(ExperimentRunConfig(experiment=str(path), out=str(out), corpus=corpus, seeds=[3, 5]))
+    state = json.loads((out / "state.json").read_text())["stages"]
+    assert list(state)[3:] == ["baseline/seed-3", "t1/seed-3", "baseline/seed-5", "t1/seed-5"]
+    seeds = {(run_dir.parent.name, json.loads((run_dir / "run.json").read_text())["train"]["seed"])
+             for run_dir in (out / "students").glob("*/seed-*")}
+    assert seeds == {("baseline", 3), ("t1", 3), ("baseline", 5), ("t1", 5)}
+    first = [json.loads(l) for l in (out / "students" / "baseline" / "seed-3" / "metrics.jsonl").read_text().splitlines()]
+    second = [json.loads(l) for l in (out / "students" / "baseline" / "seed-5" / "metrics.jsonl").read_text().splitlines()]
+    assert first[-1]["val_ppl"] != second[-1]["val_ppl"]  # other seeds: other runs
+
+
+@pytest.mark.parametrize("seeds, message", [("0,0", "distinct seeds"), ("-1", "distinct seeds >= 0"),
+                                            ("a", "--seeds[0]: expected an integer")])
+def test_bad_seeds_are_one_line(toy, tmp_path, seeds, message):
+    path, corpus = toy
+    result = CliRunner().invoke(main, ["experiment", str(path), "--out", str(tmp_path / "run"), "--seeds", seeds])
+    assert result.exit_code == 2 and message in result.output and not (tmp_path / "run").exists()
 
 
 def test_shipped_experiments_load():
