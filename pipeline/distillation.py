@@ -88,6 +88,8 @@ class DistillationSpec:
     def phase_reason(self, phase: str) -> str:
         """Why the schedule is in `phase`, for metrics.jsonl and the report."""
         if self.schedule == "step":
+            if phase == "full":
+                return f"step schedule: full teacher weight through epoch {self.transition_epoch}"
             return f"step schedule: transition epoch {self.transition_epoch} done, plain cross-entropy from here"
         return {"full": "linear schedule: full teacher weight",
                 "decaying": f"linear schedule: teacher weight decays to 0 over {self.decay_epochs:g} epochs from "

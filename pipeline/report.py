@@ -1,17 +1,18 @@
 """`pipeline report RUN`: RUN/report.md and RUN/figures/*.png from an experiment directory.
 
-Sections: the runs; final perplexities (the paper's Tables 1 and 2); figures (Figures 2 and 3: per-epoch
-perplexity, and the same against tokens seen and wall-clock time); sample-complexity reduction (Table 3)
-on held-out and train-subset perplexity, interpolated and the paper's epoch reading side by side; cost
-accounting with break-even; notes on whatever was missing. The report is derived entirely from RUN, so
-it is rebuilt in place on every call (no --force): figures are drawn into a temporary directory that
-replaces RUN/figures when complete, then report.md is replaced atomically.
+Sections: the runs; final perplexities (the paper's Tables 1 and 2); figures (Figures 2 and 3: perplexity
+against epochs, tokens seen and wall-clock time, mean and spread over seeds, and the reduction against
+tokens seen with its interval); held-out perplexity across seeds with paired differences and their 95%
+intervals; sample-complexity reduction (Table 3) per seed and over seeds; when and why each run's
+teacher-weight schedule switched; cost accounting with break-even; notes on whatever was missing. The
+report is derived entirely from RUN, so it is rebuilt in place on every call (no --force): figures are
+drawn into a temporary directory that replaces RUN/figures when complete, then report.md is replaced
+atomically.
 """
 
 from __future__ import annotations
 
 import json
-
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,13 +20,12 @@ from pipeline import __version__
 from pipeline import report_markdown as md
 from pipeline.errors import UserError
 from pipeline.figures import write_figures
-from pipeline.report_costs import CostRow, cost_section
-from pipeline.report_runs import Experiment, RunResult, load_experiment
-from pipeline.sample_complexity import (BEFORE_FIRST, NEVER_REACHED, PaperReading, Reduction, paper_reading,
-                                        reductions)
+from pipeline.report_costs import CostRow, cost_section, per_seed_mean
+from pipeline.report_reduction import Comparison, compare_all, reduction_section
+from pipeline.report_runs import Experiment, ModelRuns, load_experiment, number
+from pipeline.report_seeds import seeds_section
+from pipeline.seed_statistics import estimate, paired_log_difference
 from pipeline.storage import FIGURES, FIGURES_INDEX, atomic_output, atomic_write_text
-
-METRICS = (("val_ppl", "held-out"), ("train_ppl", "train subset"))
 
 
 @dataclass(frozen=True)
@@ -36,46 +36,17 @@ class ReportFiles:
     figures: list[Path]
 
 
-@dataclass
-class Comparison:
-    """A superstilled run against its baseline on one perplexity metric."""
-
-    student: RunResult
-    baseline: RunResult
-    metric: str
-    reductions: list[Reduction]
-    readings: list[PaperReading]
-
-
-def choose_baseline(experiment: Experiment, student: RunResult, name: str | None) -> RunResult | None:
+def choose_baseline(experiment: Experiment, student: ModelRuns, name: str | None) -> ModelRuns | None:
     """--baseline NAME if given; else the baseline with the student's parameter count, else the first baseline."""
     if name is not None:
-        for run in experiment.students:
-            if run.name == name:
-                return run
-        known = ", ".join(run.name for run in experiment.students) or "none"
+        for model in experiment.students:
+            if model.name == name:
+                return model
+        known = ", ".join(model.name for model in experiment.students) or "none"
         raise UserError(f"--baseline {name!r}: no run of that name under {experiment.directory / 'students'}; known: {known}")
-    baselines = [run for run in experiment.students if run.kind == "baseline"]
-    same_size = [run for run in baselines if run.parameters == student.parameters]
+    baselines = [model for model in experiment.students if model.kind == "baseline"]
+    same_size = [model for model in baselines if model.parameters == student.parameters]
     return (same_size or baselines or [None])[0]
-
-
-def compare(student: RunResult, baseline: RunResult, metric: str, notes: list[str]) -> Comparison | None:
-    """Both readings at every evaluation of `student`; None (with a note) when either has no usable curve."""
-    ours = student.points("epoch", "tokens_seen", metric)
-    theirs = baseline.points("epoch", "tokens_seen", metric)
-    if not ours or not theirs:
-        notes.append(f"{student.name} vs {baseline.name} ({metric}): no evaluations yet on one side; not compared.")
-        return None
-    epochs, tokens, values = (list(column) for column in zip(*ours))
-    b_epochs, b_tokens, b_values = (list(column) for column in zip(*theirs))
-    try:
-        found = reductions([int(e) for e in epochs], tokens, values, b_tokens, b_values)
-    except ValueError as error:
-        notes.append(f"{baseline.name}: unusable {metric} curve ({error}); {student.name} not compared.")
-        return None
-    readings = paper_reading([int(e) for e in epochs], values, [int(e) for e in b_epochs], b_values)
-    return Comparison(student, baseline, metric, found, readings)
 
 
 def _header(experiment: Experiment) -> str:
@@ -84,152 +55,158 @@ def _header(experiment: Experiment) -> str:
             "Re-run `pipeline report` to refresh it as runs progress.")
 
 
-def _superstill_cell(run: RunResult) -> str:
-    s = run.superstill
+def _schedule_text(s: dict) -> str:
+    """The teacher weight's schedule as run.json records it (pipeline/distillation.py)."""
+    schedule = s.get("schedule", "step")
+    if schedule == "step":
+        return f"until epoch {md.plain(s.get('transition_epoch'))}"
+    if schedule == "linear":
+        return (f"linear: full for {md.plain(s.get('decay_start'))} epochs, then to 0 over "
+                f"{md.plain(s.get('decay_epochs'))}")
+    return f"{schedule} schedule"
+
+
+def _superstill_cell(model: ModelRuns) -> str:
+    s = model.first.superstill
     if not s:
         return "—"
     return (f"T={md.plain(s.get('temperature'))}, w_t={md.plain(s.get('w_teacher'))}, "
-            f"w_d={md.plain(s.get('w_data'))}, tail={md.plain(s.get('tail'))}, "
-            f"until epoch {md.plain(s.get('transition_epoch'))}")
+            f"w_d={md.plain(s.get('w_data'))}, tail={md.plain(s.get('tail'))}, {_schedule_text(s)}")
+
+
+def _epochs_done(model: ModelRuns) -> str:
+    """"3 / 3", or per seed "3, 3, 1 / 3" while seeds are at different epochs."""
+    done = sorted({len(run.epochs) for run in model.runs})
+    shown = str(done[0]) if len(done) == 1 else ", ".join(str(len(run.epochs)) for run in model.runs)
+    return f"{shown} / {md.plain(model.first.planned_epochs)}"
 
 
 def _runs_section(experiment: Experiment) -> str:
     rows = []
-    for run in experiment.runs:
-        model = run.info.get("model") or {}
-        done = f"{len(run.epochs)} / {md.plain(run.planned_epochs)}"
-        rows.append([run.name, run.kind, md.count(run.parameters), md.plain(model.get("n_layer")),
-                     md.plain(model.get("d_model")), md.plain(model.get("context")), done, _superstill_cell(run)])
-    headers = ["model", "kind", "params", "layers", "d_model", "context", "epochs done / planned", "superstilling"]
-    return "## Runs\n\n" + md.table(headers, rows)
+    for model in experiment.models:
+        info = model.first.info.get("model") or {}
+        rows.append([model.name, model.kind, md.seeds(model.seeds), md.count(model.parameters),
+                     md.plain(info.get("n_layer")), md.plain(info.get("d_model")), md.plain(info.get("context")),
+                     _epochs_done(model), _superstill_cell(model)])
+    headers = ["model", "kind", "seeds", "params", "layers", "d_model", "context", "epochs done / planned",
+               "superstilling"]
+    planned = (f" Seeds planned: {md.seeds(experiment.planned_seeds)}." if experiment.planned_seeds is not None
+               else "")
+    return "## Runs\n\n" + f"One row per model; each seed is a separate run.{planned}\n\n" + md.table(headers, rows)
 
 
-def _relative(run: RunResult, baseline: RunResult | None, key: str) -> str:
-    """run's value at its last epoch / the baseline's at the same epoch."""
-    if baseline is None or run is baseline or not run.epochs:
-        return "—" if run is baseline else md.NA
-    epoch = run.epochs[-1]["epoch"]
-    ours, theirs = run.value_at(epoch, key), baseline.value_at(epoch, key)
-    return md.NA if ours is None or theirs is None else md.ratio(ours / theirs)
+def final_epoch(model: ModelRuns) -> int | None:
+    """The latest epoch every seed of `model` has finished: "final" figures compare seeds at the same point."""
+    lasts = [run.epochs[-1]["epoch"] for run in model.runs if run.epochs]
+    return min(lasts) if len(lasts) == len(model.runs) else None
+
+
+def _at_epoch(model: ModelRuns, epoch: int | None, key: str) -> str:
+    values = list(model.by_epoch(key).get(epoch, {}).values()) if epoch is not None else []
+    return md.spread(*_mean_std(values))
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    """Mean and sample std over seeds (None, None without values; std None with one)."""
+    if not values:
+        return None, None
+    e = estimate(values)
+    return e.mean, e.std
+
+
+def _relative(model: ModelRuns, baseline: ModelRuns | None, epoch: int | None, key: str) -> str:
+    """Paired ratio to the baseline at the same epoch: exp(mean Δ) over seeds, with its interval."""
+    if model is baseline:
+        return "—"
+    if baseline is None or epoch is None:
+        return md.NA
+    paired = paired_log_difference(model.by_epoch(key).get(epoch, {}), baseline.by_epoch(key).get(epoch, {}))
+    if paired is None:
+        return md.NA
+    ratio = md.ratio(1 + paired.mean_percent)
+    low_high = paired.interval_percent
+    return ratio if low_high is None else f"{ratio} {md.interval(1 + low_high[0], 1 + low_high[1], md.ratio)}"
 
 
 def _final_section(experiment: Experiment, baseline_name: str | None) -> str:
     rows = []
-    for run in experiment.runs:
-        baseline = choose_baseline(experiment, run, baseline_name)
-        last = run.epochs[-1]["epoch"] if run.epochs else None
-        rows.append([run.name, run.kind, md.count(run.parameters), md.plain(last),
-                     md.count(run.last("tokens_seen")), md.ppl(run.last("train_ppl")), md.ppl(run.last("val_ppl")),
-                     _relative(run, baseline, "train_ppl"), _relative(run, baseline, "val_ppl")])
-    headers = ["model", "kind", "params", "epochs", "tokens seen", "final train ppl", "final val ppl",
+    for model in experiment.models:
+        baseline = choose_baseline(experiment, model, baseline_name) if model.kind != "teacher" else None
+        epoch = final_epoch(model)
+        rows.append([model.name, model.kind, md.count(model.parameters), len(model.runs), md.plain(epoch),
+                     md.count(per_seed_mean(model, lambda run: run.value_at(epoch, "tokens_seen"))),
+                     _at_epoch(model, epoch, "train_ppl"), _at_epoch(model, epoch, "val_ppl"),
+                     _relative(model, baseline, epoch, "train_ppl"), _relative(model, baseline, epoch, "val_ppl")])
+    headers = ["model", "kind", "params", "seeds", "epochs", "tokens seen", "final train ppl", "final val ppl",
                "train vs baseline", "val vs baseline"]
-    return ("## Final perplexity\n\nThe paper's Tables 1 and 2. \"vs baseline\" divides by the baseline's "
-            "perplexity at the same epoch (below 1 is better than the baseline).\n\n" + md.table(headers, rows))
+    return ("## Final perplexity\n\nThe paper's Tables 1 and 2, at the latest epoch all of a model's seeds have "
+            "finished. Perplexities: mean ± sample standard deviation over seeds. \"vs baseline\" is paired by "
+            "seed at the same epoch: the geometric mean over seeds of perplexity / the baseline's (below 1 is "
+            "better than the baseline), with its 95% t-interval in brackets when there are several seeds.\n\n"
+            + md.table(headers, rows))
 
 
 def _figures_section(names: list[str]) -> str:
     if not names:
         return "## Figures\n\nNo evaluations yet: no figures."
-    return "## Figures\n\n" + "\n\n".join(f"![{name}](figures/{name})" for name in names)
+    return ("## Figures\n\nCurves are means over seeds; perplexity bands are mean ± one sample standard "
+            "deviation, the reduction's band its 95% t-interval (no band with one seed).\n\n"
+            + "\n\n".join(f"![{name}](figures/{name})" for name in names))
 
 
-def _baseline_cell(r: Reduction) -> str:
-    if r.kind == NEVER_REACHED:
-        return f"> {md.count(r.baseline_tokens)} (never reached)"
-    if r.kind == BEFORE_FIRST:
-        return f"≤ {md.count(r.baseline_tokens)} (before its first evaluation)"
-    return md.count(r.baseline_tokens)
-
-
-def reduction_cell(r: Reduction) -> str:
-    """The reduction with its bound: ">=" when never reached, "<=" when reached before the first evaluation."""
-    prefix = {NEVER_REACHED: "≥ ", BEFORE_FIRST: "≤ "}.get(r.kind, "")
-    return prefix + md.percent(r.reduction)
-
-
-def _reading_cells(reading: PaperReading) -> list[str]:
-    holds = {True: "yes", False: "no", None: md.NA}[reading.holds]
-    saving = f"1/{reading.epoch + 1} = {md.percent(reading.saving)}" if reading.holds else "—"
-    return [md.ppl(reading.baseline_next), holds, saving]
-
-
-def _comparison_table(c: Comparison) -> str:
-    active = {e["epoch"]: bool(e.get("superstill")) for e in c.student.epochs}
-    rows = [[r.epoch, "on" if active.get(r.epoch) else "off", md.count(r.tokens), md.ppl(r.perplexity),
-             _baseline_cell(r), reduction_cell(r)] + _reading_cells(reading)
-            for r, reading in zip(c.reductions, c.readings)]
-    headers = ["epoch n", "teacher term", "tokens n_s", "ppl P", "baseline tokens n_b to reach P",
-               "reduction 1 − n_s/n_b", "paper: baseline ppl at epoch n+1", "P ≤ that?", "paper saving 1/(n+1)"]
-    return f"### {c.student.name} vs {c.baseline.name}, {dict(METRICS)[c.metric]} perplexity\n\n" + md.table(headers, rows)
-
-
-def _summary_table(comparisons: list[Comparison]) -> str:
-    """One row per comparison: the reading at the last evaluation, and where the paper's reading holds."""
+def _schedule_section(experiment: Experiment) -> str:
+    """Every "schedule" event: when (step, tokens) and why a run's teacher weight changed phase."""
     rows = []
-    for c in comparisons:
-        last, held = c.reductions[-1], [str(r.epoch) for r in c.readings if r.holds]
-        rows.append([c.student.name, c.baseline.name, dict(METRICS)[c.metric], last.epoch, reduction_cell(last),
-                     ", ".join(held) or "none"])
-    headers = ["student", "baseline", "perplexity", "last epoch", "reduction there", "epochs n with P ≤ P_b(n+1)"]
-    return md.table(headers, rows)
-
-
-SAMPLE_COMPLEXITY_INTRO = """## Sample-complexity reduction
-
-The paper's Table 3. For each evaluation of a superstilled run (n_s tokens seen, perplexity P), n_b is
-where the baseline's curve FIRST reaches perplexity ≤ P, interpolating linearly in (tokens,
-log-perplexity) between its evaluations; reduction = 1 − n_s / n_b. Nothing is extrapolated: if the
-baseline never gets to P, n_b is beyond its last evaluation and the reduction is a lower bound (≥); if
-the baseline was already below P at its first evaluation, n_b is taken as that evaluation and the
-reduction is an upper bound (≤, negative when the superstilled run needed more tokens). Beside it, the
-paper's own reading: after n epochs, does the superstilled run reach a perplexity the baseline needs
-n + 1 epochs for (P ≤ P_b(n+1))? If so it saves one epoch in n + 1."""
-
-
-def sample_complexity_section(experiment: Experiment, baseline_name: str | None,
-                              notes: list[str]) -> tuple[str, list[Comparison]]:
-    """The section's text and every comparison made (both metrics), for the cost accounting."""
-    students = [run for run in experiment.students if run.kind == "student"]
-    if not students:
-        return "## Sample-complexity reduction\n\nNo superstilled students in this run: nothing to compare.", []
-    parts, comparisons = [SAMPLE_COMPLEXITY_INTRO], []
-    for metric, _ in METRICS:
-        for student in students:
-            baseline = choose_baseline(experiment, student, baseline_name)
-            usable = baseline is not None and baseline is not student
-            c = compare(student, baseline, metric, notes) if usable else None
-            if c is not None:
-                comparisons.append(c)
-                parts.append(_comparison_table(c))
-    if comparisons:
-        parts.insert(1, _summary_table(comparisons))
-    else:
-        parts = ["## Sample-complexity reduction\n\nSkipped: no baseline run with evaluations to compare "
-                 "against (train one with kind \"baseline\" under students/, or pass --baseline NAME)."]
-    return "\n\n".join(parts), comparisons
+    for model in experiment.students:
+        for run in model.runs:
+            for event in run.schedule:
+                rows.append([model.name, md.plain(run.seed), md.plain(event.get("step")),
+                             md.count(number(event.get("tokens_seen"))), md.plain(event.get("phase")),
+                             md.weight(number(event.get("w_teacher"))), md.weight(number(event.get("w_data"))),
+                             md.plain(event.get("reason"))])
+    if not rows:
+        return ("## Teacher-weight schedule\n\nNo run logged a schedule change (no superstilled run, or runs from "
+                "before schedules were logged).")
+    headers = ["model", "seed", "step", "tokens seen", "phase", "w_teacher", "w_data", "why"]
+    return ("## Teacher-weight schedule\n\nWhen and why each superstilled run's teacher weight changed phase "
+            "(metrics.jsonl \"schedule\" events; the first is the phase it started in).\n\n" + md.table(headers, rows))
 
 
 def _cost_rows(comparisons: list[Comparison]) -> list[CostRow]:
     """Held-out comparisons only: the last evaluation and the latest epoch where the paper's reading holds."""
-    rows = []
-    for c in comparisons:
-        if c.metric == "val_ppl":
-            holding = [reading for reading in c.readings if reading.holds]
-            rows.append(CostRow(c.student, c.baseline, c.reductions[-1], holding[-1] if holding else None))
-    return rows
+    return [CostRow(c.student, c.baseline, c.points[-1], c.epochs_held[-1] if c.epochs_held else None)
+            for c in comparisons if c.metric == "val_ppl"]
 
 
 def _notes_section(notes: list[str]) -> str:
     return "## Notes\n\n" + ("\n".join(f"- {note}" for note in notes) if notes else "Nothing missing.")
 
 
+def comparisons_of(experiment: Experiment, baseline_name: str | None, notes: list[str]) -> list[Comparison]:
+    """Every superstilled model against its baseline, both metrics (notes: what could not be compared)."""
+    students = [model for model in experiment.students if model.kind == "student"]
+    return compare_all(students, lambda model: choose_baseline(experiment, model, baseline_name), notes)
+
+
+def paired_models(experiment: Experiment, baseline_name: str | None) -> list[tuple[ModelRuns, ModelRuns]]:
+    """(superstilled model, its baseline) for every superstilled model that has one."""
+    pairs = []
+    for model in experiment.students:
+        baseline = choose_baseline(experiment, model, baseline_name) if model.kind == "student" else None
+        if baseline is not None and baseline is not model:
+            pairs.append((model, baseline))
+    return pairs
+
+
 def render_report(experiment: Experiment, figure_names: list[str], baseline_name: str | None = None) -> str:
     """The whole report.md text."""
     notes = list(experiment.notes)
-    complexity, comparisons = sample_complexity_section(experiment, baseline_name, notes)
+    comparisons = comparisons_of(experiment, baseline_name, notes)
+    any_students = any(model.kind == "student" for model in experiment.students)
     sections = [_header(experiment), _runs_section(experiment), _final_section(experiment, baseline_name),
-                _figures_section(figure_names), complexity, cost_section(experiment, _cost_rows(comparisons)),
-                _notes_section(notes)]
+                _figures_section(figure_names), seeds_section(paired_models(experiment, baseline_name)),
+                reduction_section(comparisons, any_students), _schedule_section(experiment),
+                cost_section(experiment, _cost_rows(comparisons)), _notes_section(notes)]
     return "\n\n".join(sections) + "\n"
 
 
@@ -240,7 +217,9 @@ def build_report(location: str, baseline_name: str | None = None) -> ReportFiles
         choose_baseline(experiment, experiment.students[0], baseline_name)  # an unknown name fails before drawing
     figures_dir = experiment.directory / "figures"
     with atomic_output(figures_dir, force=True, option="RUN/figures", kinds=(FIGURES,)) as temp:
-        names = write_figures(experiment.runs, Path(temp), experiment.name)
+        # The comparisons are recomputed by render_report (cheap arithmetic); their notes are its to keep.
+        names = write_figures(experiment.models, comparisons_of(experiment, baseline_name, []), Path(temp),
+                              experiment.name)
         index = {"kind": "superstill.figures", "figures": names}
         (Path(temp) / FIGURES_INDEX).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
         text = render_report(experiment, names, baseline_name)  # inside: a failure keeps the old figures

@@ -8,6 +8,10 @@ A superstilled student is charged the same 6 N per token as its baseline: the te
 O(k) arithmetic per position on probabilities read from the store, which is ignored here; its real
 overhead shows in the wall-clock columns instead.
 
+With several seeds every figure is per seed, averaged over the seeds (each seed's run is a separate
+training of the same cost). Evaluation time (the "eval" events' eval_time_s) is shown apart from the
+training wall-clock.
+
 Break-even: a dump costs D FLOPs once; every student trained from it to perplexity P saves
 6 N_student (n_b - n_s) FLOPs against its baseline. The store must serve D / that many students
 before the dump has paid for itself.
@@ -16,11 +20,11 @@ before the dump has paid for itself.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from pipeline import report_markdown as md
-from pipeline.report_runs import Experiment, RunResult, number
-from pipeline.sample_complexity import BEFORE_FIRST, NEVER_REACHED, PaperReading, Reduction
+from pipeline.report_runs import Experiment, ModelRuns, RunResult, number
+from pipeline.sample_complexity import BEFORE_FIRST, MIXED, NEVER_REACHED, SeedReductions
 
 TRAIN_FLOPS_PER_PARAMETER_TOKEN = 6.0
 FORWARD_FLOPS_PER_PARAMETER_TOKEN = 2.0
@@ -61,14 +65,25 @@ def interpolate(xs: Sequence[float], ys: Sequence[float], at: float) -> float | 
 
 @dataclass(frozen=True)
 class CostRow:
-    """One superstilled student's saving against its baseline, on held-out perplexity."""
+    """One superstilled model's saving against its baseline, on held-out perplexity."""
 
-    student: RunResult
-    baseline: RunResult
-    last: Reduction
-    """The interpolated reading at the student's last evaluation."""
-    paper: PaperReading | None
-    """The paper's reading at the latest epoch n where P_s(n) <= P_b(n + 1), if any."""
+    student: ModelRuns
+    baseline: ModelRuns
+    last: SeedReductions
+    """The interpolated reading at the student's last evaluation, per seed and pooled."""
+    paper_epoch: int | None
+    """The latest epoch n where P_s(n) <= P_b(n + 1) on every seed, if any."""
+
+
+def mean(values: Sequence[float | None]) -> float | None:
+    """The mean of the known values; None when none is known."""
+    known = [v for v in values if v is not None]
+    return sum(known) / len(known) if known else None
+
+
+def per_seed_mean(model: ModelRuns, value: Callable[[RunResult], float | None]) -> float | None:
+    """`value` of each seed's run, averaged over the seeds that have it."""
+    return mean([value(run) for run in model.runs])
 
 
 def _stat(store: dict[str, Any] | None, *keys: str) -> Any:
@@ -86,25 +101,29 @@ def total_positions(store: dict[str, Any] | None) -> float | None:
     return sum(values) if values and None not in values else None
 
 
+def _compute_row(stage: str, model: ModelRuns) -> list[str]:
+    tokens = per_seed_mean(model, lambda run: run.last("tokens_seen"))
+    return [stage, model.name, len(model.runs), md.count(model.parameters), md.count(tokens),
+            md.flops(training_flops(model.parameters, tokens)),
+            md.seconds(per_seed_mean(model, lambda run: run.last("wall_time_s"))),
+            md.seconds(per_seed_mean(model, RunResult.eval_seconds)),
+            md.count(per_seed_mean(model, lambda run: run.last("tokens_per_s")))]
+
+
 def _compute_table(experiment: Experiment) -> str:
     teacher, store = experiment.teacher, experiment.store
     t_params = teacher.parameters if teacher else None
-    rows = []
-    if teacher:
-        rows.append(["teacher training", teacher.name, md.count(t_params), md.count(teacher.last("tokens_seen")),
-                     md.flops(training_flops(t_params, teacher.last("tokens_seen"))),
-                     md.seconds(teacher.last("wall_time_s")), md.count(teacher.last("tokens_per_s"))])
+    rows = [_compute_row("teacher training", teacher)] if teacher else []
     positions = total_positions(store)
-    rows.append(["teacher dump", teacher.name if teacher else md.NA, md.count(t_params), md.count(positions),
-                 md.flops(dump_flops(t_params, positions)), md.seconds(number(_stat(store, "stats", "dump_wall_time_s"))),
-                 "—"])
-    for run in experiment.students:
-        tokens = run.last("tokens_seen")
-        rows.append([f"{run.kind} training", run.name, md.count(run.parameters), md.count(tokens),
-                     md.flops(training_flops(run.parameters, tokens)), md.seconds(run.last("wall_time_s")),
-                     md.count(run.last("tokens_per_s"))])
-    headers = ["stage", "model", "params", "tokens / positions", "FLOPs (approx.)", "wall-clock", "tokens/s"]
-    return "### Compute\n\n" + md.table(headers, rows)
+    dump_time = number(_stat(store, "stats", "dump_wall_time_s"))
+    rows.append(["teacher dump", teacher.name if teacher else md.NA, 1, md.count(t_params), md.count(positions),
+                 md.flops(dump_flops(t_params, positions)), md.seconds(dump_time), "—", "—"])
+    rows += [_compute_row(f"{model.kind} training", model) for model in experiment.students]
+    headers = ["stage", "model", "seeds", "params", "tokens / positions", "FLOPs (approx.)", "training wall-clock",
+               "evaluation wall-clock", "tokens/s"]
+    return ("### Compute\n\nPer seed (the mean over a model's seeds); a model trained at n seeds cost n times "
+            "this. Evaluation wall-clock: the evaluations' own time (n/a for runs that did not log it).\n\n"
+            + md.table(headers, rows))
 
 
 def _store_table(experiment: Experiment) -> str:
@@ -134,7 +153,8 @@ trained to this held-out perplexity saves 6 × student params × (n_b − n_s) F
 serve dump FLOPs / that many such students before the dump has paid for itself. The last column also
 charges the teacher's training, for when the teacher exists only to make the store. Readings: the
 interpolated one at the student's last evaluation, and the paper's at the latest epoch n where
-P_s(n) ≤ P_b(n+1) (then n_b is the baseline's tokens at epoch n + 1)."""
+P_s(n) ≤ P_b(n+1) on every seed (then n_b is the baseline's tokens at epoch n + 1). Tokens saved and
+wall-clock are means over the paired seeds; "~" marks a mean over bounds of both directions."""
 
 
 def _saving_cells(saved: float | None, student_params: float | None, costs: list[float | None],
@@ -150,27 +170,39 @@ def _saving_cells(saved: float | None, student_params: float | None, costs: list
     return cells
 
 
-def _interpolated_row(row: CostRow, costs: list[float | None]) -> list[str]:
-    r, b_tokens, b_times = row.last, *row.baseline.curve("tokens_seen", "wall_time_s")
-    # A saving measured against a bound is itself a bound: more saved means fewer students to break even.
-    saved_prefix, even_prefix = {NEVER_REACHED: ("≥ ", "≤ "), BEFORE_FIRST: ("≤ ", "≥ ")}.get(r.kind, ("", ""))
-    # Baseline time at n_b: on its curve, or the same bound as n_b (beyond its last / by its first evaluation).
+def _seed_times(row: CostRow, seed) -> tuple[float | None, float | None]:
+    """One seed's wall-clock: the student's at its reading, the baseline's at n_b (its last evaluation when
+    never reached, its first when reached before it: the same bound as n_b)."""
+    r, student, baseline = row.last.per_seed[seed], row.student.run(seed), row.baseline.run(seed)
+    s_tokens, s_times = student.curve("tokens_seen", "wall_time_s", fine=True)
+    b_tokens, b_times = baseline.curve("tokens_seen", "wall_time_s", fine=True)
     b_time = {NEVER_REACHED: b_times[-1] if b_times else None, BEFORE_FIRST: b_times[0] if b_times else None
               }.get(r.kind, interpolate(b_tokens, b_times, r.baseline_tokens))
-    time_prefix = {NEVER_REACHED: "> ", BEFORE_FIRST: "≤ "}.get(r.kind, "") if b_time is not None else ""
-    return ([row.student.name, row.baseline.name, f"interpolated, epoch {r.epoch}"]
+    return interpolate(s_tokens, s_times, r.tokens), b_time
+
+
+def _interpolated_row(row: CostRow, costs: list[float | None]) -> list[str]:
+    r = row.last
+    # A saving measured against a bound is itself a bound: more saved means fewer students to break even.
+    saved_prefix, even_prefix = {NEVER_REACHED: ("≥ ", "≤ "), BEFORE_FIRST: ("≤ ", "≥ "),
+                                 MIXED: ("~ ", "~ ")}.get(r.kind, ("", ""))
+    times = [_seed_times(row, seed) for seed in r.per_seed]
+    s_time, b_time = mean([t[0] for t in times]), mean([t[1] for t in times])
+    time_prefix = {NEVER_REACHED: "> ", BEFORE_FIRST: "≤ ", MIXED: "~ "}.get(r.kind, "") if b_time is not None else ""
+    return ([row.student.name, row.baseline.name, len(r.per_seed), f"interpolated, {md.count(r.tokens)} tokens"]
             + _saving_cells(r.tokens_saved, row.student.parameters, costs, saved_prefix, even_prefix)
-            + [md.seconds(row.student.value_at(r.epoch, "wall_time_s")), time_prefix + md.seconds(b_time)])
+            + [md.seconds(s_time), time_prefix + md.seconds(b_time)])
 
 
 def _paper_row(row: CostRow, costs: list[float | None]) -> list[str]:
-    n = row.paper.epoch
-    ours, theirs = row.student.value_at(n, "tokens_seen"), row.baseline.value_at(n + 1, "tokens_seen")
-    saved = None if ours is None or theirs is None else theirs - ours
-    return ([row.student.name, row.baseline.name, f"paper, epoch {n} vs {n + 1}"]
-            + _saving_cells(saved, row.student.parameters, costs, "", "")
-            + [md.seconds(row.student.value_at(n, "wall_time_s")),
-               md.seconds(row.baseline.value_at(n + 1, "wall_time_s"))])
+    n = row.paper_epoch
+    pairs = [(run, row.baseline.run(run.seed)) for run in row.student.runs if row.baseline.run(run.seed)]
+    saved = [None if None in (b.value_at(n + 1, "tokens_seen"), s.value_at(n, "tokens_seen"))
+             else b.value_at(n + 1, "tokens_seen") - s.value_at(n, "tokens_seen") for s, b in pairs]
+    return ([row.student.name, row.baseline.name, len(pairs), f"paper, epoch {n} vs {n + 1}"]
+            + _saving_cells(mean(saved), row.student.parameters, costs, "", "")
+            + [md.seconds(mean([s.value_at(n, "wall_time_s") for s, _ in pairs])),
+               md.seconds(mean([b.value_at(n + 1, "wall_time_s") for _, b in pairs]))])
 
 
 def _break_even_table(experiment: Experiment, rows: list[CostRow]) -> str:
@@ -179,14 +211,14 @@ def _break_even_table(experiment: Experiment, rows: list[CostRow]) -> str:
     teacher = experiment.teacher
     t_params = teacher.parameters if teacher else None
     dump = dump_flops(t_params, total_positions(experiment.store))
-    teacher_training = training_flops(t_params, teacher.last("tokens_seen")) if teacher else None
+    teacher_training = training_flops(t_params, teacher.first.last("tokens_seen")) if teacher else None
     costs = [dump, None if dump is None or teacher_training is None else dump + teacher_training]
     table_rows = []
     for row in rows:
         table_rows.append(_interpolated_row(row, costs))
-        if row.paper is not None:
+        if row.paper_epoch is not None:
             table_rows.append(_paper_row(row, costs))
-    headers = ["student", "baseline", "reading", "tokens saved per student", "FLOPs saved per student",
+    headers = ["student", "baseline", "seeds", "reading", "tokens saved per student", "FLOPs saved per student",
                "students to repay the dump", "… dump + teacher training", "student wall-clock",
                "baseline wall-clock to same ppl"]
     return BREAK_EVEN_INTRO + "\n\n" + md.table(headers, table_rows)

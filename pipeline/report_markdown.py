@@ -38,6 +38,11 @@ def ratio(value: float | None) -> str:
     return NA if value is None else f"{value:.3f}×"
 
 
+def weight(value: float | None) -> str:
+    """A loss weight: three significant digits (0.475, not 0.47500000000000003)."""
+    return NA if value is None else f"{value:.3g}"
+
+
 def flops(value: float | None) -> str:
     return NA if value is None else f"{value:.3g}"
 
@@ -54,3 +59,35 @@ def size(num_bytes: float | None) -> str:
 def plain(value: Any) -> str:
     """Anything else (a config value): as written, n/a when absent."""
     return NA if value is None else str(value)
+
+
+def signed_percent(fraction: float | None) -> str:
+    """A change: "+7.5%" or "-6.3%"."""
+    return NA if fraction is None else f"{100 * fraction:+.1f}%"
+
+
+def spread(mean: float | None, std: float | None, number=ppl) -> str:
+    """"mean ± std" over seeds; the mean alone with one seed (no spread)."""
+    if mean is None:
+        return NA
+    return number(mean) if std is None else f"{number(mean)} ± {number(std)}"
+
+
+NO_INTERVAL = "1 seed: no interval"
+
+
+def interval(low: float | None, high: float | None, number=percent) -> str:
+    """"[low, high]", or the reason there is none (one seed)."""
+    return f"[{number(low)}, {number(high)}]" if low is not None and high is not None else f"({NO_INTERVAL})"
+
+
+def seeds(values: Sequence[Any]) -> str:
+    """A list of seeds: "0, 1, 2" ("n/a" for a run that does not record its seed)."""
+    return ", ".join(plain(value) for value in values)
+
+
+def per_seed(cells: dict[Any, str]) -> str:
+    """Values by seed: "0: a, 1: b"; the value alone for a single run."""
+    if len(cells) == 1:
+        return next(iter(cells.values()))
+    return ", ".join(f"{plain(seed)}: {cell}" for seed, cell in cells.items())

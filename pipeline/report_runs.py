@@ -2,37 +2,47 @@
 
 Layout read (written by `pipeline experiment` and the training stages):
 
-    RUN/experiment.json            optional; "name" and "students": [{"name": ...}, ...] give names and order
-    RUN/teacher/                   a run directory
-    RUN/students/<name>/           run directories: the baseline and the superstilled students
-    RUN/teacher-logits/            the logit store; only its group attributes["superstill"] are read
+    RUN/experiment.json                 optional; "name", "students": [{"name": ...}, ...] (names and order),
+                                        "seeds": [0, 1, 2] (the seeds planned)
+    RUN/teacher/                        a run directory (one seed)
+    RUN/students/<name>/seed-<s>/       run directories: the baseline and each superstilled variant, one per
+                                        seed s (= its train.seed); runs of one seed share initialization and
+                                        data order, so a variant is paired with the baseline of its seed
+    RUN/students/<name>/                older layout: itself a run directory, one seed (its train.seed)
+    RUN/teacher-logits/                 the logit store; only its group attributes["superstill"] are read
 
-A run directory holds run.json (kind, name, model, train, superstill, parameters) and metrics.jsonl
-(one JSON object per line; "event": "epoch" lines are the per-epoch evaluations, last one wins when a
-resumed run repeated an epoch). Anything missing is tolerated and recorded as a note for the report,
-so a report can be drawn while an experiment is still running.
+A run directory holds run.json (kind, name, model, train, superstill, parameters) and metrics.jsonl, one
+JSON object per line: "epoch" events (the per-epoch evaluations; the last one wins when a resumed run
+repeated an epoch), "eval" events (every evaluation, several per epoch and one at each epoch end; the last
+one per step wins) and "schedule" events (the teacher weight changed phase). Runs written before "eval"
+events existed have epoch events only: their curve is the epoch events. Anything missing is tolerated and
+recorded as a note for the report, so a report can be drawn while an experiment is still running.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Hashable
 
 import zarr
 
 from pipeline.errors import UserError
-from pipeline.run_dir import read_epochs
+from pipeline.run_dir import latest_epochs, read_events
+from pipeline.seed_statistics import seed_order
 from pipeline.storage import local_path
 
 RUN_FILE, METRICS_FILE = "run.json", "metrics.jsonl"
+SEED_DIR = re.compile(r"seed-(\d+)")
+"""students/<name>/seed-<s>/: one seed's run of a model."""
 
 
 @dataclass
 class RunResult:
-    """One trained model: its run.json and its per-epoch evaluations, sorted by epoch."""
+    """One trained model at one seed: its run.json and its evaluations."""
 
     name: str
     kind: str
@@ -42,6 +52,19 @@ class RunResult:
     """run.json as written."""
     epochs: list[dict[str, Any]] = field(default_factory=list)
     """"epoch" events, one per epoch (the last written wins), sorted by epoch."""
+    evals: list[dict[str, Any]] = field(default_factory=list)
+    """"eval" events, one per step (the last written wins), sorted by tokens seen; empty for older runs."""
+    schedule: list[dict[str, Any]] = field(default_factory=list)
+    """"schedule" events (teacher-weight phase changes) sorted by step; a repeat of the phase before dropped."""
+
+    @property
+    def seed(self) -> Hashable:
+        """train.seed from run.json (else from a seed-<s> directory name); None when neither says."""
+        value = (self.info.get("train") or {}).get("seed")
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        match = SEED_DIR.fullmatch(self.directory.name)
+        return int(match.group(1)) if match else None
 
     @property
     def parameters(self) -> int | None:
@@ -58,18 +81,24 @@ class RunResult:
         value = self.info.get("superstill")
         return value if isinstance(value, dict) else None
 
-    def points(self, *keys: str) -> list[tuple[float, ...]]:
-        """Per epoch, the values of `keys` where all are finite numbers (missing or diverged points dropped)."""
+    @property
+    def evaluations(self) -> list[dict[str, Any]]:
+        """The fine-grained curve: the "eval" events, or the epoch events for runs that have none."""
+        return self.evals or self.epochs
+
+    def points(self, *keys: str, fine: bool = False) -> list[tuple[float, ...]]:
+        """Per evaluation (epoch events, or `evaluations` if fine), the values of `keys` where all are finite
+        numbers (missing or diverged points dropped)."""
         rows = []
-        for event in self.epochs:
+        for event in self.evaluations if fine else self.epochs:
             values = tuple(number(event.get(key)) for key in keys)
             if all(value is not None for value in values):
                 rows.append(values)
         return rows
 
-    def curve(self, x_key: str, y_key: str) -> tuple[list[float], list[float]]:
-        """(x, y) as two lists over the epochs that have both."""
-        rows = self.points(x_key, y_key)
+    def curve(self, x_key: str, y_key: str, fine: bool = False) -> tuple[list[float], list[float]]:
+        """(x, y) as two lists over the evaluations that have both."""
+        rows = self.points(x_key, y_key, fine=fine)
         return [row[0] for row in rows], [row[1] for row in rows]
 
     def value_at(self, epoch: int, key: str) -> float | None:
@@ -83,16 +112,98 @@ class RunResult:
         xs, ys = self.curve("epoch", key)
         return ys[-1] if ys else None
 
+    def eval_seconds(self) -> float | None:
+        """Total evaluation time (the eval events' eval_time_s); None for runs that did not log it."""
+        times = [number(e.get("eval_time_s")) for e in self.evals]
+        times = [t for t in times if t is not None]
+        return sum(times) if times else None
+
+
+def teacher_on(event: dict[str, Any]) -> bool:
+    """Whether the teacher term was active at an evaluation: superstilling, and a weight above 0 if logged."""
+    weight = number(event.get("w_teacher"))
+    return bool(event.get("superstill")) and (weight is None or weight > 0)
+
+
+@dataclass
+class ModelRuns:
+    """One model of the experiment (the teacher, the baseline or a variant) over its seeds."""
+
+    name: str
+    kind: str
+    runs: list[RunResult]
+    """One per seed, in seed order; at least one."""
+
+    @property
+    def seeds(self) -> list[Hashable]:
+        return [run.seed for run in self.runs]
+
+    @property
+    def first(self) -> RunResult:
+        """The lowest seed's run: what every seed shares (model, parameters, settings) is read from it."""
+        return self.runs[0]
+
+    @property
+    def parameters(self) -> int | None:
+        return self.first.parameters
+
+    def run(self, seed: Hashable) -> RunResult | None:
+        return next((run for run in self.runs if run.seed == seed), None)
+
+    def by_tokens(self, key: str, fine: bool = True) -> list[tuple[float, dict[Hashable, float]]]:
+        """Per token count evaluated by any seed (ascending): {seed: value of `key`} over the seeds that have
+        a finite value there. Runs of one experiment evaluate at the same token counts, so this aligns seeds."""
+        found: dict[float, dict[Hashable, float]] = {}
+        for run in self.runs:
+            for tokens, value in run.points("tokens_seen", key, fine=fine):
+                found.setdefault(tokens, {})[run.seed] = value
+        return sorted(found.items())
+
+    def event_at(self, tokens: float) -> dict[str, Any] | None:
+        """The lowest seed's evaluation at `tokens` (fine-grained curve), if any seed has one."""
+        for run in self.runs:
+            for event in run.evaluations:
+                if number(event.get("tokens_seen")) == tokens:
+                    return event
+        return None
+
+    def epoch_end(self, tokens: float) -> int | None:
+        """The epoch that ends at `tokens`, or None for an evaluation inside an epoch."""
+        for run in self.runs:
+            for epoch, seen in run.points("epoch", "tokens_seen"):
+                if seen == tokens:
+                    return int(epoch)
+        return None
+
+    @property
+    def tokens_per_epoch(self) -> float | None:
+        """Tokens of one epoch (every epoch has the same windows): the first epoch's, once one has ended."""
+        for run in self.runs:
+            for epoch, seen in run.points("epoch", "tokens_seen"):
+                if epoch == 1:
+                    return seen
+        return None
+
+    def by_epoch(self, key: str) -> dict[int, dict[Hashable, float]]:
+        """Per epoch (ascending): {seed: value of `key` at that epoch's end}."""
+        found: dict[int, dict[Hashable, float]] = {}
+        for run in self.runs:
+            for epoch, value in run.points("epoch", key):
+                found.setdefault(int(epoch), {})[run.seed] = value
+        return dict(sorted(found.items()))
+
 
 @dataclass
 class Experiment:
-    """Everything the report draws from: runs in experiment order, the logit store's stats, notes."""
+    """Everything the report draws from: models in experiment order, the logit store's stats, notes."""
 
     directory: Path
     name: str
-    teacher: RunResult | None
-    students: list[RunResult]
-    """Baselines and superstilled students, in the order experiment.json lists them."""
+    teacher: ModelRuns | None
+    students: list[ModelRuns]
+    """Baselines and superstilled variants, in the order experiment.json lists them."""
+    planned_seeds: list[Hashable] | None
+    """experiment.json's "seeds", when it lists them."""
     store: dict[str, Any] | None
     """The logit store's attributes["superstill"], or None when it could not be read."""
     store_path: Path | None
@@ -100,7 +211,7 @@ class Experiment:
     """What was missing or skipped, one line each, for the report's Notes section."""
 
     @property
-    def runs(self) -> list[RunResult]:
+    def models(self) -> list[ModelRuns]:
         return ([self.teacher] if self.teacher else []) + self.students
 
 
@@ -126,13 +237,56 @@ def read_run(directory: Path, default_kind: str, notes: list[str]) -> RunResult 
     info = _read_json(directory / RUN_FILE)
     if not isinstance(info, dict):
         raise UserError(f"{directory / RUN_FILE} must hold a JSON object; re-run the stage that wrote it")
-    epochs: list[dict[str, Any]] = []
-    if (directory / METRICS_FILE).is_file():
-        epochs = read_epochs(directory / METRICS_FILE, notes)
+    events = read_events(directory / METRICS_FILE, notes) if (directory / METRICS_FILE).is_file() else []
+    epochs = latest_epochs(events)
     if not epochs:
         notes.append(f"{directory}: no epoch evaluations yet.")
     name = str(info.get("name") or directory.name)
-    return RunResult(name, str(info.get("kind") or default_kind), directory, info, epochs)
+    return RunResult(name, str(info.get("kind") or default_kind), directory, info, epochs,
+                     _latest(events, "eval", ("step", "tokens_seen"), "tokens_seen"),
+                     _phase_changes(_latest(events, "schedule", ("step", "phase", "reason"), "step")))
+
+
+def _latest(events: list[dict[str, Any]], kind: str, identity: tuple[str, ...], order: str) -> list[dict[str, Any]]:
+    """Events of `kind`, one per value of the `identity` fields (the last written wins: a resumed run repeats
+    what it logged after its checkpoint), sorted by the number in `order` (events without one dropped)."""
+    latest: dict[tuple, dict[str, Any]] = {}
+    for event in events:
+        if event.get("event") == kind and number(event.get(order)) is not None:
+            latest[tuple(str(event.get(key)) for key in identity)] = event
+    return sorted(latest.values(), key=lambda e: number(e.get(order)))
+
+
+def _phase_changes(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Drop a schedule event that repeats the phase before it: a resumed run logs its current phase again."""
+    kept: list[dict[str, Any]] = []
+    for event in events:
+        if not kept or event.get("phase") is None or event.get("phase") != kept[-1].get("phase"):
+            kept.append(event)
+    return kept
+
+
+def read_model(directory: Path, default_kind: str, notes: list[str]) -> ModelRuns | None:
+    """students/<name>/: its seed-<s>/ run directories, or the directory itself (the older one-seed layout);
+    None (with a note) when no run has started."""
+    older = (directory / RUN_FILE).is_file()
+    if older:
+        seeds = [directory]
+    else:
+        seeds = [p for p in sorted(directory.iterdir()) if p.is_dir() and SEED_DIR.fullmatch(p.name)]
+        if not seeds:
+            notes.append(f"{directory}: no {RUN_FILE} or seed-<s>/{RUN_FILE} yet (not started?); left out.")
+            return None
+    runs = [run for path in seeds if (run := read_run(path, default_kind, notes)) is not None]
+    if not runs:
+        return None
+    runs.sort(key=lambda run: seed_order(run.seed))
+    seen = [run.seed for run in runs]
+    if len(set(seen)) < len(seen):
+        raise UserError(f"{directory}: two runs record the same train.seed ({seen}); each seed-<s>/ must hold "
+                        "the run of seed s: delete or rename the stray one")
+    # The seed layout is named by its directory (as experiment.json lists it); the older one by its run.json.
+    return ModelRuns(runs[0].name if older else directory.name, runs[0].kind, runs)
 
 
 def _student_names(directory: Path, config: dict[str, Any] | None) -> list[str]:
@@ -145,10 +299,10 @@ def _student_names(directory: Path, config: dict[str, Any] | None) -> list[str]:
     return listed + [name for name in found if name not in listed]
 
 
-def _store_candidates(directory: Path, students: list[RunResult]) -> list[Path]:
+def _store_candidates(directory: Path, students: list[ModelRuns]) -> list[Path]:
     """RUN/teacher-logits, then the stores the students say they read (as given, then relative to RUN)."""
     candidates = [directory / "teacher-logits"]
-    for run in students:
+    for run in (run for model in students for run in model.runs):
         location = (run.superstill or {}).get("teacher_logits")
         path = local_path(location) if isinstance(location, str) and location else None
         if path is not None:
@@ -156,7 +310,7 @@ def _store_candidates(directory: Path, students: list[RunResult]) -> list[Path]:
     return candidates
 
 
-def read_store_stats(directory: Path, students: list[RunResult], notes: list[str]) -> tuple[dict | None, Path | None]:
+def read_store_stats(directory: Path, students: list[ModelRuns], notes: list[str]) -> tuple[dict | None, Path | None]:
     """The logit store's attributes["superstill"], tolerating a missing or unfinished store. A damaged one
     (missing shard files, malformed metadata) is not read: the report says so in its notes."""
     from pipeline.logit_store import LogitStore
@@ -193,12 +347,34 @@ def load_experiment(location: str) -> Experiment:
     config = _read_json(path / "experiment.json") if (path / "experiment.json").is_file() else None
     if config is not None and not isinstance(config, dict):
         raise UserError(f"{path / 'experiment.json'} must hold a JSON object; re-run `pipeline experiment`")
-    teacher = read_run(path / "teacher", "teacher", notes) if (path / "teacher").is_dir() else None
-    students = [run for name in _student_names(path, config)
-                if (run := read_run(path / "students" / name, "student", notes)) is not None]
+    teacher = read_model(path / "teacher", "teacher", notes) if (path / "teacher").is_dir() else None
+    students = [model for name in _student_names(path, config)
+                if (model := read_model(path / "students" / name, "student", notes)) is not None]
     if teacher is None and not students:
         raise UserError(f"RUN {location} holds no runs (no teacher/{RUN_FILE} or students/*/{RUN_FILE}); "
                         "pass an experiment directory that has started training")
+    planned = _planned_seeds(config, path)
+    _note_missing_seeds(students, planned, notes)
     store, store_path = read_store_stats(path, students, notes)
     name = str((config or {}).get("name") or path.name)
-    return Experiment(path, name, teacher, students, store, store_path, notes)
+    return Experiment(path, name, teacher, students, planned, store, store_path, notes)
+
+
+def _planned_seeds(config: dict[str, Any] | None, path: Path) -> list[Hashable] | None:
+    """experiment.json's "seeds" (a list of integers), or None when it lists none."""
+    seeds = (config or {}).get("seeds")
+    if seeds is None:
+        return None
+    if not isinstance(seeds, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise UserError(f"{path / 'experiment.json'}: \"seeds\" must be a list of integers, got {seeds!r}; "
+                        "re-run `pipeline experiment`")
+    return list(seeds)
+
+
+def _note_missing_seeds(students: list[ModelRuns], planned: list[Hashable] | None, notes: list[str]) -> None:
+    """A note per model that lacks some planned seed: its statistics are over fewer seeds."""
+    for model in students:
+        missing = [s for s in planned or [] if s not in model.seeds]
+        if missing:
+            notes.append(f"{model.name}: no run yet for seed(s) {', '.join(map(str, missing))}; its statistics "
+                         f"use seed(s) {', '.join(map(str, model.seeds))}.")

@@ -87,12 +87,26 @@ class RunDir:
 
 
 def read_epochs(path: Path, notes: list[str]) -> list[dict[str, Any]]:
-    """The "epoch" events of a metrics.jsonl, deduplicated by epoch (last wins), sorted by epoch.
+    """The "epoch" events of a metrics.jsonl, deduplicated by epoch (last wins), sorted by epoch."""
+    return latest_epochs(read_events(path, notes))
+
+
+def latest_epochs(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The "epoch" events among `events`, one per epoch (the last written wins), sorted by epoch."""
+    by_epoch: dict[int, dict[str, Any]] = {}
+    for event in events:
+        if event.get("event") == "epoch" and isinstance(event.get("epoch"), int):
+            by_epoch[event["epoch"]] = event
+    return [by_epoch[epoch] for epoch in sorted(by_epoch)]
+
+
+def read_events(path: Path, notes: list[str]) -> list[dict[str, Any]]:
+    """Every JSON object of a metrics.jsonl, in file order.
 
     A truncated final line (a run killed mid-write) is skipped with a note; a bad line elsewhere is an error.
     """
     lines = path.read_text(encoding="utf-8").splitlines()
-    by_epoch: dict[int, dict[str, Any]] = {}
+    events: list[dict[str, Any]] = []
     for index, line in enumerate(lines):
         if not line.strip():
             continue
@@ -103,6 +117,6 @@ def read_epochs(path: Path, notes: list[str]) -> list[dict[str, Any]]:
                 notes.append(f"{path}: skipped a truncated last line (the run was probably interrupted mid-write).")
                 continue
             raise UserError(f"{path} line {index + 1} is not valid JSON; repair or delete that line") from None
-        if isinstance(event, dict) and event.get("event") == "epoch" and isinstance(event.get("epoch"), int):
-            by_epoch[event["epoch"]] = event
-    return [by_epoch[epoch] for epoch in sorted(by_epoch)]
+        if isinstance(event, dict):
+            events.append(event)
+    return events

@@ -9,8 +9,8 @@ import random
 import numpy as np
 import pytest
 
-from pipeline.sample_complexity import (BEFORE_FIRST, INTERPOLATED, NEVER_REACHED, paper_reading, reductions,
-                                        tokens_to_reach)
+from pipeline.sample_complexity import (BEFORE_FIRST, INTERPOLATED, LINEAR, MIXED, NEVER_REACHED, POWER_LAW,
+                                        across_seeds, paper_reading, pooled_kind, reductions, tokens_to_reach)
 
 e = math.exp
 # Falling baseline: log-ppl 5, 4, 3 at 100, 200, 300 tokens.
@@ -115,3 +115,90 @@ def test_matches_a_dense_grid_reference_on_random_curves():
         else:
             assert reach.kind == INTERPOLATED
             assert reach.tokens == pytest.approx(expected, abs=0.011)
+
+
+def test_power_law_interpolation_is_linear_in_log_tokens():
+    # log-ppl 5 -> 3 from 100 to 400 tokens: log P = 4 is halfway in log tokens, at sqrt(100 * 400) = 200
+    # (the chord in tokens says 250).
+    assert tokens_to_reach([100, 400], [e(5), e(3)], e(4), POWER_LAW).tokens == pytest.approx(200)
+    assert tokens_to_reach([100, 400], [e(5), e(3)], e(4), LINEAR).tokens == pytest.approx(250)
+    # Bounds do not depend on the interpolation.
+    assert tokens_to_reach(TOKENS, PPL, e(2.5), POWER_LAW).kind == NEVER_REACHED
+    with pytest.raises(ValueError):
+        tokens_to_reach(TOKENS, PPL, e(4), "cubic")
+
+
+def test_the_chord_overstates_one_epoch_apart():
+    # The demo's epoch-1 figures (README): baseline 163.0 after one epoch (t tokens), 125.8 after two; T = 1
+    # reached 152.7 after one. Chord in (tokens, log ppl): n_b = t (1 + f), f = ln(163/152.7) / ln(163/125.8);
+    # a power law through the same two points: n_b = t 2^f.
+    f = math.log(163.0 / 152.7) / math.log(163.0 / 125.8)
+    [chord] = reductions([1], [1000], [152.7], [1000, 2000], [163.0, 125.8], LINEAR)
+    [power] = reductions([1], [1000], [152.7], [1000, 2000], [163.0, 125.8], POWER_LAW)
+    assert chord.reduction == pytest.approx(1 - 1 / (1 + f)) and round(100 * chord.reduction, 1) == 20.1
+    assert power.reduction == pytest.approx(1 - 2 ** -f) and round(100 * power.reduction, 1) == 16.0
+
+
+# A baseline that learns like a power law with an irreducible floor, log-perplexity
+# L(t) = ln(A t^-a + C), and a student that is the same curve k times faster: P_s(t) = P_b(k t). The true
+# reduction is then 1 - 1/k at every point, whatever the curve's shape.
+A, ALPHA, FLOOR, SPEED, EPOCH = 400.0, 0.5, 20.0, 1.37, 1000.0  # k t never lands on an evaluation
+
+
+def _baseline(t):
+    return A * t ** -ALPHA + FLOOR
+
+
+def _reduction_error(evaluations_per_epoch, interpolation=LINEAR, floor=FLOOR):
+    """Worst |measured - true| reduction at the student's epoch ends, the baseline evaluated that often."""
+    step = EPOCH / evaluations_per_epoch
+    b_tokens = [step * (i + 1) for i in range(int(6 * evaluations_per_epoch))]  # six epochs
+    b_ppl = [A * t ** -ALPHA + floor for t in b_tokens]
+    s_tokens = [EPOCH, 2 * EPOCH, 3 * EPOCH]
+    s_ppl = [A * (SPEED * t) ** -ALPHA + floor for t in s_tokens]
+    found = reductions([1, 2, 3], s_tokens, s_ppl, b_tokens, b_ppl, interpolation)
+    assert all(r.kind == INTERPOLATED for r in found)
+    return [r.reduction - (1 - 1 / SPEED) for r in found]
+
+
+def test_close_evaluations_approach_the_analytic_reduction():
+    coarse, fine, dense = _reduction_error(1), _reduction_error(8), _reduction_error(256)
+    # The chord overstates (the curve is convex), a lot one epoch apart and little with close evaluations.
+    assert all(err > 0 for err in coarse + fine + dense)
+    assert max(coarse) > 0.01
+    assert max(fine) < 0.002 and max(dense) < 1e-5
+    # The error shrinks with the square of the spacing: 8x closer, ~64x smaller (at least 30x here).
+    assert all(c / f > 30 for c, f in zip(coarse, fine))
+
+
+def test_power_law_reading_is_exact_on_a_power_law_and_closer_with_a_floor():
+    assert max(abs(err) for err in _reduction_error(1, POWER_LAW, floor=0.0)) < 1e-12
+    with_floor, chord = _reduction_error(1, POWER_LAW), _reduction_error(1, LINEAR)
+    assert all(0 < p < c for p, c in zip(with_floor, chord))  # still over, by less than the chord
+
+
+def test_pooled_kind():
+    assert pooled_kind([INTERPOLATED, INTERPOLATED]) == INTERPOLATED
+    assert pooled_kind([INTERPOLATED, NEVER_REACHED]) == NEVER_REACHED
+    assert pooled_kind([BEFORE_FIRST, INTERPOLATED]) == BEFORE_FIRST
+    assert pooled_kind([BEFORE_FIRST, NEVER_REACHED]) == MIXED
+
+
+def test_across_seeds_pools_by_token_count():
+    # Seed 0 and 1 at 100 and 200 tokens, seed 2 only at 100 (still running).
+    per_seed = {1: reductions([1, 2], [100, 200], [e(4.5), e(3.25)], TOKENS, PPL),
+                0: reductions([1, 2], [100, 200], [e(4.0), e(2.5)], TOKENS, PPL),
+                2: reductions([1], [100], [e(4.75)], TOKENS, PPL)}
+    first, second = across_seeds(per_seed)
+    # At 100 tokens n_b = 200, 150, 125 (seeds 0, 1, 2): reductions 1/2, 1/3, 1/5.
+    assert list(first.per_seed) == [0, 1, 2] and first.kind == INTERPOLATED
+    values = [1 / 2, 1 / 3, 1 / 5]
+    mean = sum(values) / 3
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / 2)
+    assert first.reduction.mean == pytest.approx(mean)
+    assert first.reduction.half_width == pytest.approx(4.302652729749463 * sd / math.sqrt(3))
+    assert first.baseline_tokens.mean == pytest.approx((200 + 150 + 125) / 3)
+    assert first.tokens_saved == pytest.approx((200 + 150 + 125) / 3 - 100)
+    # At 200 tokens: seed 0 never reached (>= 1 - 200/300), seed 1 at 275 tokens: the mean is a lower bound.
+    assert second.kind == NEVER_REACHED and list(second.per_seed) == [0, 1]
+    assert second.reduction.mean == pytest.approx(((1 - 200 / 300) + (1 - 200 / 275)) / 2)

@@ -109,6 +109,7 @@ def test_step_schedule_is_the_transition_epoch():
     spec = DistillationSpec(transition_epoch=2)
     assert [spec.weights(epoch, epoch - 1.0) for epoch in (1, 2, 3)] == [(0.6, 0.4), (0.6, 0.4), (0.0, 1.0)]
     assert [spec.phase(epoch, epoch - 1.0) for epoch in (1, 3)] == ["full", "off"]
+    assert "through epoch 2" in spec.phase_reason("full") and "done" in spec.phase_reason("off")
     with pytest.raises(UserError, match="transition_epoch belongs to the step schedule"):
         DistillationSpec(schedule="linear", transition_epoch=1)
     with pytest.raises(UserError, match="decay_epochs must be"):
