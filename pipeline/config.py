@@ -15,6 +15,7 @@ from typing import Any
 
 from pipeline.errors import UserError
 from pipeline.spec_parsing import build_spec, coerce, field_names
+from pipeline.tensorboard_log import LOGGERS
 
 
 def _check(condition: bool, message: str) -> None:
@@ -106,6 +107,9 @@ class TrainConfig:
     """Cap on tokens evaluated per split each epoch (0 = no cap)."""
     eval_batch_size: int = 32
     """Windows per evaluation batch."""
+    logger: str = "jsonl"
+    """Where metrics go besides metrics.jsonl/steps.jsonl (always written): "jsonl" (nowhere else) or
+    "tensorboard" (event files in RUN/tensorboard/; needs the tensorboard extra)."""
     eval_every: float = 0.0
     """Also evaluate inside epochs: 0 = at epoch ends only; in (0, 1) = every this fraction of an epoch
     (0.25: four times per epoch); >= 1 = every this many training tokens. Rounded to whole steps."""
@@ -131,6 +135,7 @@ class TrainConfig:
                and self.max_steps_per_epoch >= 0,
                "train.warmup_steps, eval_max_tokens, checkpoint_every and max_steps_per_epoch must be >= 0")
         _check(self.eval_batch_size >= 1, f"train.eval_batch_size must be >= 1, got {self.eval_batch_size}")
+        _check(self.logger in LOGGERS, f"train.logger must be one of {', '.join(LOGGERS)}, got {self.logger!r}")
         _check(self.eval_every >= 0, f"train.eval_every must be >= 0 (0: at epoch ends only), got {self.eval_every}")
         check_device_name(self.device, "train.device")
         _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), f"train.betas must be two numbers in [0, 1), got {self.betas}")
@@ -141,7 +146,8 @@ class TrainConfig:
 
     # Settings a resumed run may change: they say how long and where it runs, not what it learns.
     # Everything else is part of the run's identity (pipeline/run_identity.py).
-    RESUMABLE_CHANGES = ("epochs", "device", "compile", "checkpoint_every", "eval_batch_size", "eval_every")
+    RESUMABLE_CHANGES = ("epochs", "device", "compile", "checkpoint_every", "eval_batch_size", "eval_every",
+                         "logger")
 
     def eval_steps(self, steps_per_epoch: int, tokens_per_step: int) -> int:
         """Steps between evaluations inside an epoch (0: at epoch ends only)."""

@@ -19,6 +19,7 @@ CHECKPOINT_FILE = "checkpoint.pt"
 class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self.mirror = None  # a TensorBoardMirror when train.logger is tensorboard (rank 0)
 
     @property
     def checkpoint_path(self) -> Path:
@@ -68,9 +69,13 @@ class RunDir:
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         self._append(self.metrics_path, record)
+        if self.mirror is not None:
+            self.mirror.write(record.get("event", ""), record, record.get("tokens_seen", 0))
 
     def append_step(self, record: dict[str, Any]) -> None:
         self._append(self.path / "steps.jsonl", record)
+        if self.mirror is not None:
+            self.mirror.write("step", record, record.get("tokens_seen", 0))
 
     @staticmethod
     def _append(path: Path, record: dict[str, Any]) -> None:

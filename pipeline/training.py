@@ -34,6 +34,7 @@ from pipeline.progress import ProgressBar, log
 from pipeline.run_dir import RunDir
 from pipeline.run_identity import differences, run_identity
 from pipeline.storage import check_apart
+from pipeline.tensorboard_log import TensorBoardMirror
 from pipeline.token_store import TokenStore
 
 STEP_LOG_EVERY = 10  # steps between lines in steps.jsonl
@@ -121,6 +122,8 @@ class _Trainer:
         self.identity = run_identity(run.model_config, self.cfg, run.objective.describe(), run.tokens.fingerprint,
                                      run.teacher_identity)
         self.last_saved: str | None = None  # where the newest checkpoint stands, for messages
+        if self.cfg.logger == "tensorboard":
+            TensorBoardMirror.summary_writer_class()  # a missing package fails before the run directory exists
         self.dir.prepare(run.resume, run.force, context)
         if run.resume:
             self._restore()
@@ -184,6 +187,8 @@ class _Trainer:
             self.dir.write_run(self.run_record(), self._history_event(), self.run.resume)
         last: dict[str, Any] = {}
         self._stretch_started = time.perf_counter()
+        if self.ctx.is_main and self.cfg.logger == "tensorboard":
+            self.dir.mirror = TensorBoardMirror(self.dir.path)
         try:
             with self.stops:
                 while self.state.epoch <= self.cfg.epochs:
@@ -191,6 +196,9 @@ class _Trainer:
         except KeyboardInterrupt:  # a second Ctrl-C: stop now, mid-step, and keep the last checkpoint
             raise InterruptedRun(f"stopped at once; {self._kept()}; re-run the same command with --resume "
                                  f"to continue from there") from None
+        finally:
+            if self.dir.mirror is not None:
+                self.dir.mirror.close()
         return last
 
     def _history_event(self) -> dict[str, Any]:
@@ -241,7 +249,8 @@ class _Trainer:
             self.state.tokens_seen += tokens_per_step * self.ctx.world
             bar.update(terms)
             if self.ctx.is_main and self.state.global_step % STEP_LOG_EVERY == 0:
-                self.dir.append_step({"epoch": epoch, "step": self.state.global_step, **_floats(terms),
+                self.dir.append_step({"epoch": epoch, "step": self.state.global_step,
+                                      "tokens_seen": self.state.tokens_seen, **_floats(terms),
                                       "lr": self.scheduler.get_last_lr()[0]})
             if self.eval_steps and self.state.step % self.eval_steps == 0 and self.state.step < steps:
                 train_seconds += self._account_time()

@@ -212,3 +212,16 @@ def test_a_store_without_held_out_split_trains_and_records_no_val_perplexity(sto
                                   source.vocab, meta)
     last = teacher(empty_val.location, tmp_path / "run", epochs=1, steps=2)
     assert last["val_ppl"] is None and last["train_ppl"] > 1
+
+
+def test_tensorboard_mirrors_the_metrics(store, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    teacher(store, tmp_path / "run", epochs=1, steps=10, logger="tensorboard", eval_every=0.5)
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    held_out = events.Scalars("perplexity/held_out")
+    lines = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    points = [l for l in lines if l["event"] == "eval"]
+    assert [(e.step, round(e.value, 3)) for e in held_out] == [(p["tokens_seen"], round(p["val_ppl"], 3)) for p in points]
+    assert len(events.Scalars("loss/step")) == 1  # steps.jsonl's one line (every 10 steps)
