@@ -51,7 +51,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save(path: str | os.PathLike, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
          scheduler: Any, model_config: ModelConfig, train_config: TrainConfig, run: dict[str, Any],
-         position: dict[str, Any], identity: dict[str, Any] | None = None) -> None:
+         position: dict[str, Any], identity: dict[str, Any] | None = None,
+         objective_state: dict[str, Any] | None = None) -> None:
     """Write atomically: a crash mid-save leaves the previous checkpoint intact. `identity` is what
     `--resume` must match (pipeline/run_identity.py)."""
     payload = {
@@ -61,6 +62,7 @@ def save(path: str | os.PathLike, *, model: torch.nn.Module, optimizer: torch.op
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "model_config": to_dict(model_config), "train_config": to_dict(train_config),
         "run": run, "position": position, "rng": rng_state(), "identity": identity,
+        "objective_state": objective_state or {},
     }
     buffer = io.BytesIO()
     torch.save(payload, buffer)

@@ -4,7 +4,10 @@ options, experiment variants, the superstill objective, checkpoints (run identit
 L = w1 * T^2 * l_t + w2 * l_d (docs/LOSS.md), with (w1, w2) over training given by the schedule:
   step    (the paper's) w1 = w_teacher, w2 = w_data through `transition_epoch`, then plain l_d;
   linear  (Knowledge Inheritance's) full weight for `decay_start` epochs, then w1 falls linearly to 0 over
-          `decay_epochs` epochs while w2 rises so that w1 + w2 stays w_teacher + w_data.
+          `decay_epochs` epochs while w2 rises so that w1 + w2 stays w_teacher + w_data;
+  auto    full weight until the student's held-out cross-entropy, at an evaluation point (epoch ends and
+          `train.eval_every`), reaches the teacher's (recorded in the store at dump time), then the linear
+          decay from there: the student stops imitating once it has caught up with its teacher.
 Epochs may be fractional: 0.5 is half of the first epoch (the schedule moves every step).
 """
 
@@ -21,7 +24,7 @@ TAIL_MODES = ("bucket", "renorm")
 """How the teacher's mass outside the stored top-k is matched (pipeline/losses.py explains both)."""
 ALL_EPOCHS = "all"
 """transition_epoch value meaning "never switch to plain cross-entropy"."""
-SCHEDULES = ("step", "linear")
+SCHEDULES = ("step", "linear", "auto")
 """How the teacher's weight changes over training (the module docstring)."""
 
 
@@ -41,11 +44,11 @@ class DistillationSpec:
     """step schedule: superstill through this epoch, then plain l_d; "all" never switches (the paper: 14 small,
     1 or 3 large)."""
     schedule: str = "step"
-    """"step" (the paper's) or "linear" (see the module docstring)."""
+    """"step" (the paper's), "linear" or "auto" (see the module docstring)."""
     decay_start: float = 0.0
     """linear schedule: epochs of full teacher weight before the decay starts."""
     decay_epochs: float = 1.0
-    """linear schedule: epochs over which the teacher's weight falls to 0."""
+    """linear and auto schedules: epochs over which the teacher's weight falls to 0."""
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.temperature) and self.temperature > 0):
@@ -62,39 +65,52 @@ class DistillationSpec:
         if self.schedule != "step" and self.transition_epoch != ALL_EPOCHS:
             raise UserError(f"transition_epoch belongs to the step schedule; the {self.schedule} schedule uses "
                             f"decay_start and decay_epochs")
+        if self.schedule == "auto" and self.decay_start != 0:
+            raise UserError("decay_start belongs to the linear schedule; the auto schedule starts decaying when "
+                            "the student catches up with the teacher")
         if not (math.isfinite(self.decay_start) and self.decay_start >= 0):
             raise UserError(f"decay_start must be a number of epochs >= 0, got {self.decay_start}")
         if not (math.isfinite(self.decay_epochs) and self.decay_epochs > 0):
             raise UserError(f"decay_epochs must be a number of epochs > 0, got {self.decay_epochs}")
 
-    def uses_teacher(self, epoch: int) -> bool:
+    def decay_from(self, caught_up: float | None = None) -> float:
+        """Epochs elapsed when the decay starts: decay_start (linear), when the student caught up with the
+        teacher (auto; infinity until then)."""
+        if self.schedule == "auto":
+            return math.inf if caught_up is None else caught_up
+        return self.decay_start
+
+    def uses_teacher(self, epoch: int, caught_up: float | None = None) -> bool:
         """Whether any step of epoch `epoch` (1-based) has a teacher term (the loader reads rows only then)."""
-        if self.schedule == "linear":
-            return epoch - 1 < self.decay_start + self.decay_epochs
+        if self.schedule != "step":
+            return epoch - 1 < self.decay_from(caught_up) + self.decay_epochs
         return self.transition_epoch == ALL_EPOCHS or epoch <= int(self.transition_epoch)
 
-    def weights(self, epoch: int, elapsed: float) -> tuple[float, float]:
-        """(w1, w2) for a step of epoch `epoch` (1-based) taken after `elapsed` epochs of training."""
-        if self.schedule == "linear":
-            kept = min(1.0, max(0.0, 1.0 - (elapsed - self.decay_start) / self.decay_epochs))
+    def weights(self, epoch: int, elapsed: float, caught_up: float | None = None) -> tuple[float, float]:
+        """(w1, w2) for a step of epoch `epoch` (1-based) taken after `elapsed` epochs of training; `caught_up`:
+        when an auto schedule saw the student reach the teacher (None: not yet)."""
+        if self.schedule != "step":
+            kept = min(1.0, max(0.0, 1.0 - (elapsed - self.decay_from(caught_up)) / self.decay_epochs))
             return self.w_teacher * kept, self.w_data + self.w_teacher * (1.0 - kept)
         return (self.w_teacher, self.w_data) if self.uses_teacher(epoch) else (0.0, 1.0)
 
-    def phase(self, epoch: int, elapsed: float) -> str:
+    def phase(self, epoch: int, elapsed: float, caught_up: float | None = None) -> str:
         """"full", "decaying" or "off": what the schedule does to the teacher's weight at this step."""
-        w_teacher, _ = self.weights(epoch, elapsed)
+        w_teacher, _ = self.weights(epoch, elapsed, caught_up)
         return "off" if w_teacher == 0 else ("full" if w_teacher == self.w_teacher else "decaying")
 
-    def phase_reason(self, phase: str) -> str:
+    def phase_reason(self, phase: str, caught_up: float | None = None) -> str:
         """Why the schedule is in `phase`, for metrics.jsonl and the report."""
         if self.schedule == "step":
             if phase == "full":
                 return f"step schedule: full teacher weight through epoch {self.transition_epoch}"
             return f"step schedule: transition epoch {self.transition_epoch} done, plain cross-entropy from here"
-        return {"full": "linear schedule: full teacher weight",
-                "decaying": f"linear schedule: teacher weight decays to 0 over {self.decay_epochs:g} epochs from "
-                            f"epoch {self.decay_start:g}",
-                "off": "linear schedule: teacher weight reached 0, plain cross-entropy from here"}[phase]
+        start = (f"epoch {self.decay_start:g}" if self.schedule == "linear" else
+                 f"epoch {caught_up:.3g}, when the student's held-out cross-entropy reached the teacher's")
+        return {"full": f"{self.schedule} schedule: full teacher weight",
+                "decaying": f"{self.schedule} schedule: teacher weight decays to 0 over {self.decay_epochs:g} "
+                            f"epochs from {start}",
+                "off": f"{self.schedule} schedule: teacher weight reached 0, plain cross-entropy from here"}[phase]
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -39,6 +39,14 @@ class Objective(Protocol):
     def schedule_phase(self, epoch: int, elapsed: float) -> tuple[str, str] | None:
         """(phase, reason) of the teacher weight's schedule at a step, or None without a teacher."""
 
+    def observe(self, elapsed: float, val_nll: float) -> None:
+        """An evaluation point's held-out cross-entropy (NaN when unmeasured): what an auto schedule decides on."""
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint must keep for an exact resume (beyond the settings)."""
+
+    def load_state(self, state: dict[str, Any]) -> None: ...
+
 
 class DataObjective:
     """Plain next-token cross-entropy: the teacher's and the same-size baseline's loss (l_d)."""
@@ -57,6 +65,15 @@ class DataObjective:
     def schedule_phase(self, epoch: int, elapsed: float) -> tuple[str, str] | None:
         return None
 
+    def observe(self, elapsed: float, val_nll: float) -> None:
+        return None
+
+    def state(self) -> dict[str, Any]:
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        return None
+
 
 class SuperstillObjective:
     """L = w1 * T^2 * l_t + w2 * l_d through `transition_epoch`, then plain l_d (see pipeline/losses.py).
@@ -66,23 +83,37 @@ class SuperstillObjective:
     """
 
     def __init__(self, spec: DistillationSpec, teacher_model: torch.nn.Module | None = None,
-                 online_top_k: int | None = None, source: str = ""):
+                 online_top_k: int | None = None, source: str = "", teacher_nll: float | None = None):
         self.spec, self.teacher_model, self.online_top_k, self.source = spec, teacher_model, online_top_k, source
+        self.teacher_nll = teacher_nll
+        """The teacher's held-out cross-entropy (nats/token): where an auto schedule starts decaying."""
+        self.caught_up: float | None = None
+        """Epochs elapsed at the evaluation where the student first reached teacher_nll (auto; None: not yet)."""
 
     def uses_teacher(self, epoch: int) -> bool:
-        return self.spec.uses_teacher(epoch)
+        return self.spec.uses_teacher(epoch, self.caught_up)
+
+    def observe(self, elapsed: float, val_nll: float) -> None:
+        if self.spec.schedule == "auto" and self.caught_up is None and val_nll <= self.teacher_nll:
+            self.caught_up = elapsed  # NaN (no held-out split) compares False: never decays
+
+    def state(self) -> dict[str, Any]:
+        return {"caught_up": self.caught_up}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.caught_up = state.get("caught_up")
 
     def describe(self) -> dict[str, Any]:
         return {**self.spec.to_dict(), "mode": "online" if self.teacher_model is not None else "store",
                 "online_top_k": self.online_top_k, "teacher_logits": self.source}
 
     def schedule_phase(self, epoch: int, elapsed: float) -> tuple[str, str] | None:
-        phase = self.spec.phase(epoch, elapsed)
-        return phase, self.spec.phase_reason(phase)
+        phase = self.spec.phase(epoch, elapsed, self.caught_up)
+        return phase, self.spec.phase_reason(phase, self.caught_up)
 
     def weights(self, epoch: int, elapsed: float | None = None) -> tuple[float, float]:
         """(w1, w2) of this step under the spec's schedule."""
-        return self.spec.weights(epoch, epoch - 1.0 if elapsed is None else elapsed)
+        return self.spec.weights(epoch, epoch - 1.0 if elapsed is None else elapsed, self.caught_up)
 
     def __call__(self, model: torch.nn.Module, batch: Batch, epoch: int, elapsed: float | None = None) -> StepLoss:
         from pipeline.losses import superstill_loss

@@ -166,6 +166,7 @@ class _Trainer:
         self.scheduler.load_state_dict(payload["scheduler"])
         checkpoint.set_rng_state(payload["rng"])
         self.state = _State(**payload["position"])
+        self.run.objective.load_state(payload.get("objective_state") or {})
         self.last_saved = self._where()
         log(f"resuming {self.run.out} at epoch {self.state.epoch}, step {self.state.step}", self.ctx)
 
@@ -338,7 +339,9 @@ class _Trainer:
                       "superstill": self.run.objective.uses_teacher(epoch),
                       "w_teacher": weights(epoch, elapsed)[0] if weights else None}
             self.dir.append_metrics(record)
-        self.ctx.barrier()
+        measured = record.get("val_nll")
+        val_nll = self.ctx.all_reduce_sum((math.nan if measured is None else measured) if self.ctx.is_main else 0.0)
+        self.run.objective.observe(epoch - 1 + self.state.step / steps, val_nll)  # every rank decides alike
         self._stretch_started = time.perf_counter()
         return record
 
@@ -355,7 +358,8 @@ class _Trainer:
                             scheduler=self.scheduler, model_config=self.run.model_config, train_config=self.cfg,
                             run={"kind": self.run.kind, "token_fingerprint": self.run.tokens.fingerprint,
                                  "superstill": self.run.objective.describe()},
-                            position=vars(self.state).copy(), identity=self.identity)
+                            position=vars(self.state).copy(), identity=self.identity,
+                            objective_state=self.run.objective.state())
         self.last_saved = self._where()
 
 

@@ -12,7 +12,10 @@ from typing import Any
 
 from pipeline.checkpoint import file_sha256, load_model
 from pipeline.distillation import DistillationSpec
+from pipeline.dump_spec import check_sampled_temperature
+from pipeline.distributed import DistContext, resolve_device
 from pipeline.errors import UserError
+from pipeline.evaluation import perplexity
 from pipeline.logit_store import LogitStore
 from pipeline.run_identity import store_fingerprint
 from pipeline.objectives import DataObjective, SuperstillObjective
@@ -51,10 +54,22 @@ class TrainStudentConfig(TrainingStageConfig):
                 "--teacher-checkpoint": self.teacher_checkpoint}
 
 
+def _recorded_teacher_nll(store: LogitStore, spec: DistillationSpec, location: str) -> float | None:
+    """The teacher's held-out cross-entropy recorded at dump time; the auto schedule cannot run without it."""
+    value = store.meta.stats.get("teacher_eval", {}).get("val_nll")
+    if spec.schedule == "auto" and value is None:
+        raise UserError(f"--schedule auto needs the teacher's held-out cross-entropy, which {location} does not "
+                        f"record (dumped by an older superstill, or without a val split); dump it again or use "
+                        f"--schedule linear")
+    return value
+
+
 def _store_objective(config: TrainStudentConfig, tokens: TokenStore):
     store = LogitStore.open(config.teacher_logits)
     store.check_matches(tokens, "train")
     spec = config.distillation
+    if store.meta.rows == "sampled":  # sampled targets exist only at their sampling temperature
+        check_sampled_temperature(store.meta.temperatures[0], spec.temperature, "--temperature")
     if store.meta.k and spec.temperature not in [float(t) for t in store.meta.temperatures]:
         log(f"warning: --temperature {spec.temperature:g} is not stored exactly in {config.teacher_logits} "
             f"(listed: {list(store.meta.temperatures)}); its normalizer and tail are approximated (docs/STORE.md)")
@@ -64,8 +79,27 @@ def _store_objective(config: TrainStudentConfig, tokens: TokenStore):
             log(f"warning: --tail renorm at T={spec.temperature:g}: the top-{store.meta.k} holds only {mass:.0%} of "
                 f"the teacher's mass on average; renormalizing moves the rest onto those ids (this diverged in our "
                 f"measurements); --tail bucket keeps it")
-    objective = SuperstillObjective(spec, source=str(config.teacher_logits))
+    objective = SuperstillObjective(spec, source=str(config.teacher_logits),
+                                    teacher_nll=_recorded_teacher_nll(store, spec, config.teacher_logits))
     return objective, (lambda lo, hi: store.read_rows("train", lo, hi)), store_fingerprint(store.meta)
+
+
+def _online_objective(config: TrainStudentConfig, tokens: TokenStore, model_config, train_config):
+    """The teacher run every step; for an auto schedule its held-out cross-entropy is measured first."""
+    teacher, _ = load_model(config.teacher_checkpoint, "--teacher-checkpoint")
+    if teacher.config.vocab_size != tokens.vocab_size:
+        raise UserError(f"--teacher-checkpoint predicts {teacher.config.vocab_size} ids, the token store has "
+                        f"{tokens.vocab_size}; use the teacher's token store")
+    if teacher.config.context < model_config.context:
+        raise UserError(f"--teacher-checkpoint has context {teacher.config.context}, shorter than the student's "
+                        f"{model_config.context}; online mode runs the teacher on the student's windows")
+    teacher_nll = None
+    if config.distillation.schedule == "auto":
+        device = resolve_device(train_config.device, DistContext())
+        teacher_nll = perplexity(teacher.to(device), tokens.read("val"), teacher.config.context,
+                                 train_config.eval_batch_size, device, split="val").nll
+    return SuperstillObjective(config.distillation, teacher_model=teacher, online_top_k=config.online_top_k or None,
+                               source=str(config.teacher_checkpoint), teacher_nll=teacher_nll)
 
 
 def run(config: TrainStudentConfig) -> dict[str, Any]:
@@ -76,16 +110,7 @@ def run(config: TrainStudentConfig) -> dict[str, Any]:
     elif config.teacher_logits:
         (objective, row_source, teacher_identity), kind = _store_objective(config, tokens), "student"
     else:
-        teacher, _ = load_model(config.teacher_checkpoint, "--teacher-checkpoint")
-        if teacher.config.vocab_size != tokens.vocab_size:
-            raise UserError(f"--teacher-checkpoint predicts {teacher.config.vocab_size} ids, the token store has "
-                            f"{tokens.vocab_size}; use the teacher's token store")
-        if teacher.config.context < model_config.context:
-            raise UserError(f"--teacher-checkpoint has context {teacher.config.context}, shorter than the student's "
-                            f"{model_config.context}; online mode runs the teacher on the student's windows")
-        objective, kind = SuperstillObjective(config.distillation, teacher_model=teacher,
-                                              online_top_k=config.online_top_k or None,
-                                              source=str(config.teacher_checkpoint)), "student"
+        objective, kind = _online_objective(config, tokens, model_config, train_config), "student"
         teacher_identity = f"checkpoint sha256 {file_sha256(config.teacher_checkpoint)}"
     return train(TrainingRun(out=Path(config.out), kind=kind, model_config=model_config, train_config=train_config,
                              tokens=tokens, objective=objective, row_source=row_source, resume=config.resume,

@@ -25,12 +25,13 @@ DISTILLATION = defaults(DistillationSpec)
               help="step schedule: superstill through this epoch, then plain cross-entropy; 'all' never "
                    "switches (paper: 14 small, 1 or 3 large).")
 @click.option("--schedule", type=click.Choice(SCHEDULES), default=DISTILLATION["schedule"],
-              help="Teacher weight over training: step (the paper's, see --transition-epoch) or linear "
-                   "(w1 decays to 0 while w2 rises; see --decay-start, --decay-epochs).")
+              help="Teacher weight over training: step (the paper's, see --transition-epoch), linear "
+                   "(w1 decays to 0 while w2 rises; see --decay-start, --decay-epochs) or auto (the decay starts "
+                   "when the student's held-out cross-entropy reaches the teacher's).")
 @click.option("--decay-start", type=float, default=DISTILLATION["decay_start"],
               help="linear schedule: epochs of full teacher weight first (fractions allowed).")
 @click.option("--decay-epochs", type=float, default=DISTILLATION["decay_epochs"],
-              help="linear schedule: epochs over which the teacher weight falls to 0.")
+              help="linear and auto schedules: epochs over which the teacher weight falls to 0.")
 def command(tokens, out, preset, epochs, batch_size, lr, seed, device, config_file, settings, resume, force,
             teacher_logits, teacher_checkpoint, online_top_k, **distillation):
     """Train a student from token ids plus the teacher's stored distribution (or the baseline without one).
