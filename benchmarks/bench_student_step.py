@@ -22,6 +22,7 @@ import torch
 
 from pipeline.batching import BatchStream, WindowPlan
 from pipeline.config import resolve
+from pipeline.distillation import DistillationSpec
 from pipeline.logit_store import LogitStore, LogitStoreMeta, LogitStoreWriter
 from pipeline.model import GPT
 from pipeline.objectives import DataObjective, SuperstillObjective
@@ -77,8 +78,8 @@ def bench_shape(name: str, teacher_preset: str, student_preset: str, vocab: int,
         plan = WindowPlan(ids.size, context, block, seed=0)
         results = {}
         modes = {"baseline": (DataObjective(), False),
-                 "store-fed": (SuperstillObjective(6.0, 0.6, 0.4, "bucket", "all"), True),
-                 "online": (SuperstillObjective(6.0, 0.6, 0.4, "bucket", "all", teacher_model=teacher), False)}
+                 "store-fed": (SuperstillObjective(DistillationSpec()), True),
+                 "online": (SuperstillObjective(DistillationSpec(), teacher_model=teacher), False)}
         for mode, (objective, with_teacher) in modes.items():
             torch.manual_seed(1)
             student = GPT(student_config)
