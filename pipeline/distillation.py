@@ -105,12 +105,13 @@ class DistillationSpec:
             if phase == "full":
                 return f"step schedule: full teacher weight through epoch {self.transition_epoch}"
             return f"step schedule: transition epoch {self.transition_epoch} done, plain cross-entropy from here"
+        if phase == "full":
+            return f"{self.schedule} schedule: full teacher weight"
+        if phase == "off":
+            return f"{self.schedule} schedule: teacher weight reached 0, plain cross-entropy from here"
         start = (f"epoch {self.decay_start:g}" if self.schedule == "linear" else
                  f"epoch {caught_up:.3g}, when the student's held-out cross-entropy reached the teacher's")
-        return {"full": f"{self.schedule} schedule: full teacher weight",
-                "decaying": f"{self.schedule} schedule: teacher weight decays to 0 over {self.decay_epochs:g} "
-                            f"epochs from {start}",
-                "off": f"{self.schedule} schedule: teacher weight reached 0, plain cross-entropy from here"}[phase]
+        return f"{self.schedule} schedule: teacher weight decays to 0 over {self.decay_epochs:g} epochs from {start}"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -23,7 +23,10 @@ import torch
 from pipeline.config import PRECISIONS, resolved_precision
 from pipeline.errors import UserError
 from pipeline.model import GPT
-from pipeline.teacher_rows import TeacherRows, teacher_rows_from_logits
+from pipeline.teacher_rows import TeacherRows
+
+# (logits [n, V] on the device, absolute positions [n]) -> rows (sampled_rows.row_maker picks the kind).
+RowMaker = Callable[[torch.Tensor, np.ndarray], TeacherRows]
 from pipeline.teacher_windows import Window
 
 # --precision (PRECISIONS, as training's train.precision) -> what the store records (logit_store.PRECISIONS).
@@ -51,7 +54,7 @@ def _batches(windows: list[Window], batch_size: int) -> Iterator[list[Window]]:
 
 
 @torch.inference_mode()
-def compute_rows(model: GPT, ids: np.ndarray, windows: list[Window], k: int, temperatures,
+def compute_rows(model: GPT, ids: np.ndarray, windows: list[Window], make_rows: RowMaker,
                  batch_size: int, device: torch.device, amp: torch.dtype | None) -> TeacherRows:
     """Rows for the positions the windows own, in ascending position order, on the CPU.
 
@@ -59,14 +62,15 @@ def compute_rows(model: GPT, ids: np.ndarray, windows: list[Window], k: int, tem
     parts: list[tuple[int, TeacherRows]] = []
     for batch in _batches(windows, batch_size):
         # Top-k on the device too: only [n, k] leaves it.
-        rows = teacher_rows_from_logits(owned_logits(model, ids, batch, device, amp), k, temperatures).to("cpu")
+        positions = np.concatenate([np.arange(w.own_lo, w.own_hi) for w in batch])
+        rows = make_rows(owned_logits(model, ids, batch, device, amp), positions).to("cpu")
         at = 0
         for window in batch:
             size = window.own_hi - window.own_lo
             parts.append((window.own_lo, rows[at:at + size]))
             at += size
     parts.sort(key=lambda item: item[0])
-    return TeacherRows.cat([rows for _, rows in parts])
+    return type(parts[0][1]).cat([rows for _, rows in parts])  # TeacherRows or SampledRows
 
 
 def owned_logits(model: GPT, ids: np.ndarray, batch: list[Window], device: torch.device,

@@ -24,16 +24,20 @@ from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 from pipeline import __version__
 from pipeline.errors import UserError
 from pipeline.storage import check_writable, exists, remove
+from pipeline.store_card import write_card
 from pipeline.store_checks import (crc_ok, first_line, list_objects, missing_objects, object_path, open_array,
                                    open_group, parse_meta, read_bytes, zarr_location)
+from pipeline.sampled_rows import (MAX_SAMPLES, ROW_KINDS, SAMPLED_ARRAYS, SAMPLED_LAYOUT, SampledRows,
+                                   describe as describe_sampled, distinct_stats, sampled_dtypes)
 from pipeline.teacher_rows import DEFAULT_TEMPERATURES, TeacherRows, check_temperatures
 from pipeline.token_store import SPLITS, TokenStore, smallest_uint_dtype
 
 FORMAT_NAME = "superstill.logits"
-FORMAT_VERSION = 1
-DATA_ARRAYS = ("ids", "score_deltas", "log_normalizer", "tail_mass")
+FORMAT_VERSION = 2
+FIRST_VERSION = {"topk": 1, "sampled": 2}  # each row kind is written as the oldest version that reads it
+DATA_ARRAYS = ("ids", "score_deltas", "log_normalizer", "tail_mass")  # top-k rows (sampled: SAMPLED_ARRAYS)
 CONTENT_FIELDS = ("token_fingerprint", "vocab_size", "k", "temperatures", "positions", "context", "stride", "shard_rows",
-                  "chunk_rows", "codec", "teacher", "precision")  # what a resume must match
+                  "chunk_rows", "codec", "teacher", "precision", "rows", "samples", "sample_seed")  # what a resume must match
 LAYOUT = ("row p = teacher's distribution of token p+1; ids by descending logit z; scores = z - max z = "
           "cumsum(score_deltas, axis=1, dtype=uint16).view(float16); log softmax(z/T) = scores/T - "
           "log_normalizer[:, j] at temperatures[j]; see docs/STORE.md")
@@ -55,7 +59,7 @@ PRECISIONS = {
     "bf16-autocast": "whole forward, head included, under bf16 autocast (a CUDA dump that predates this field)",
     "unknown": "not recorded (a store that predates this field and has no dump stats)",
 }
-ADDED_FIELDS = ("precision",)  # fields newer than version 1: stores written before them still read
+ADDED_FIELDS = ("precision", "provenance", "rows", "samples", "sample_seed")  # fields newer than version 1: stores written before them still read
 CREATE_HINT = "create one with `pipeline dump-teacher`"
 DAMAGED_FIX = ("the store is damaged: re-download it or dump it again (`pipeline dump-teacher ... --force`); "
                "`pipeline validate` lists every damaged chunk")
@@ -115,6 +119,16 @@ class LogitStoreMeta:
     """False until `finish` has checked every shard; readers refuse incomplete stores."""
     precision: str = "fp32"
     """How the teacher ran (a key of PRECISIONS); older stores get it inferred by `from_dict`."""
+    rows: str = "topk"
+    """"topk" or "sampled" (version 2): what a row holds (docs/STORE.md section 10 for sampled rows)."""
+    samples: int = 0
+    """Sampled rows: N, draws per position (0 for top-k rows)."""
+    sample_seed: int = 0
+    """Sampled rows: the seed of the per-position draws."""
+    provenance: dict[str, Any] = field(default_factory=dict)
+    """What the store was made from, for its card (pipeline/store_card.py): the teacher's parameters and
+    held-out perplexity, the corpus behind the tokens, the parts a dump was split into, the store a slice
+    was cut from. Informational: not compared on resume."""
 
     def __post_init__(self) -> None:
         _check(self.format == FORMAT_NAME, f"not a logit store (format {self.format!r}, expected {FORMAT_NAME!r})")
@@ -122,7 +136,7 @@ class LogitStoreMeta:
                                                f"this tool ({FORMAT_VERSION}); upgrade superstill")
         self.temperatures = check_temperatures(self.temperatures)
         _check(self.vocab_size >= 1, f"vocab_size must be >= 1, got {self.vocab_size}")
-        _check(1 <= self.k <= self.vocab_size, f"--top-k {self.k} must be between 1 and the vocabulary size {self.vocab_size}")
+        _check(1 <= self.k <= self.vocab_size or self.rows == "sampled", f"--top-k {self.k} must be between 1 and the vocabulary size {self.vocab_size}")
         _check(self.context >= 1 and 1 <= self.stride <= self.context,
                f"--stride {self.stride} must be between 1 and the context {self.context}")
         _check(self.shard_rows >= 1 and self.chunk_rows >= 1 and self.shard_rows % self.chunk_rows == 0,
@@ -133,6 +147,11 @@ class LogitStoreMeta:
             _check(isinstance(count, int) and not isinstance(count, bool) and count >= 0,
                    f"positions of {split} must be a whole number >= 0, got {count!r}")
         _check(self.precision in PRECISIONS, f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        _check(self.rows in ROW_KINDS, f"rows {self.rows!r} is not one of {', '.join(ROW_KINDS)}")
+        _check(self.rows == "topk" or (1 <= self.samples <= MAX_SAMPLES and self.k == self.samples
+                                       and len(self.temperatures) == 1),
+               f"sampled rows need 1 <= samples <= {MAX_SAMPLES}, k = samples and one temperature, "
+               f"got samples {self.samples}, k {self.k}, temperatures {list(self.temperatures)}")
 
     @property
     def splits(self) -> list[str]:
@@ -159,8 +178,14 @@ class LogitStoreMeta:
 
 
 def _width(meta: LogitStoreMeta, name: str) -> int:
-    """Columns of a data array: k for ids and score deltas, one per listed temperature for the others."""
-    return meta.k if name in ("ids", "score_deltas") else len(meta.temperatures)
+    """Columns of a data array: k for ids, score deltas and sampled rows' arrays, one per listed temperature for
+    the others."""
+    return meta.k if name in ("ids", "score_deltas") + SAMPLED_ARRAYS else len(meta.temperatures)
+
+
+def data_arrays(meta: LogitStoreMeta) -> tuple[str, ...]:
+    """The data arrays of each split (besides shard_complete): they depend on the row kind."""
+    return SAMPLED_ARRAYS if meta.rows == "sampled" else DATA_ARRAYS
 
 
 def _legacy_precision(stats: Any) -> str:
@@ -202,7 +227,7 @@ class _Store:
         """Open every array (a missing or damaged zarr.json is a UserError) and check its shape and dtype."""
         meta = self.meta
         for split in meta.splits:
-            for name in DATA_ARRAYS + ("shard_complete",):
+            for name in data_arrays(meta) + ("shard_complete",):
                 shape = (meta.n_shards(split),) if name == "shard_complete" else (meta.positions[split], _width(meta, name))
                 array = open_array(self.group, f"{split}/{name}", self.location, self.option)
                 dtype = meta.dtypes.get(name, array.dtype.name)
@@ -245,7 +270,7 @@ class _Store:
     def listings(self) -> dict[str, dict[str, int]]:
         """{"<split>/<array>": {object key: size}} for every array: one listing each."""
         return {key: list_objects(self.location, key) for key in
-                (f"{split}/{name}" for split in self.meta.splits for name in DATA_ARRAYS + ("shard_complete",))}
+                (f"{split}/{name}" for split in self.meta.splits for name in data_arrays(self.meta) + ("shard_complete",))}
 
     def missing_files(self, listed: dict[str, dict[str, int]] | None = None) -> list[str]:
         """Objects that must exist but do not: each data array's file for every written shard (every shard
@@ -254,7 +279,7 @@ class _Store:
         for split in self.meta.splits:
             every = range(self.meta.n_shards(split))
             shards = every if self.meta.complete else sorted(self.completed_shards(split))
-            for name in DATA_ARRAYS:
+            for name in data_arrays(self.meta):
                 key = f"{split}/{name}"
                 missing += missing_objects(self.location, key, self.array(split, name), [(s, 0) for s in shards],
                                            listed[key])
@@ -270,21 +295,27 @@ class LogitStoreWriter(_Store):
     """Creates a store (one process) and writes whole shards (any process, disjoint shards)."""
 
     @classmethod
-    def create(cls, location: str, meta: LogitStoreMeta, force: bool = False, option: str = "--out") -> "LogitStoreWriter":
-        """Write the group metadata and empty arrays; existing `location` needs `force`."""
+    def create(cls, location: str, meta: LogitStoreMeta, force: bool = False, option: str = "--out",
+               shared: bool = False) -> "LogitStoreWriter":
+        """Write the group metadata and empty arrays; existing `location` needs `force`. `shared` (parts of
+        one dump racing to create it, pipeline/dump_parts.py) never deletes anything: zarr raises
+        ContainsArrayError if another process created an array first."""
         _check(meta.codec in CODECS, f"--codec {meta.codec!r} is unknown; choose one of {', '.join(CODECS)}")
-        check_writable(location, force, option)
-        if exists(location):
-            remove(location)
+        if not shared:
+            check_writable(location, force, option)
+            if exists(location):
+                remove(location)
         compressors = CODECS[meta.codec]() + [Crc32cCodec()]
-        dtypes = {"ids": smallest_uint_dtype(meta.vocab_size).name, "score_deltas": "uint16",
-                  "log_normalizer": "float32", "tail_mass": "float32", "shard_complete": "uint8"}
-        meta = dataclasses.replace(meta, complete=False, stats={}, dtypes=dtypes, layout=LAYOUT,
+        dtypes = ({**sampled_dtypes(meta.vocab_size), "shard_complete": "uint8"} if meta.rows == "sampled"
+                  else {"ids": smallest_uint_dtype(meta.vocab_size).name, "score_deltas": "uint16",
+                        "log_normalizer": "float32", "tail_mass": "float32", "shard_complete": "uint8"})
+        meta = dataclasses.replace(meta, complete=False, stats={}, dtypes=dtypes, version=FIRST_VERSION[meta.rows],
+                                   layout=SAMPLED_LAYOUT if meta.rows == "sampled" else LAYOUT,
                                    codec_json=[c.to_dict() for c in compressors], tool_version=__version__,
                                    created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-        group = zarr.open_group(zarr_location(location), mode="w", zarr_format=3)
+        group = zarr.open_group(zarr_location(location), mode="a" if shared else "w", zarr_format=3)
         for split, count in meta.positions.items():
-            for name in DATA_ARRAYS:
+            for name in data_arrays(meta):
                 width = _width(meta, name)
                 group.create_array(f"{split}/{name}", shape=(count, width), dtype=dtypes[name],
                                    chunks=(meta.chunk_rows, width), shards=(meta.shard_rows, width),
@@ -309,7 +340,7 @@ class LogitStoreWriter(_Store):
                             f"resume with the original settings or pass --force to start over")
         return store
 
-    def write_shard(self, split: str, shard: int, rows: TeacherRows) -> None:
+    def write_shard(self, split: str, shard: int, rows: TeacherRows | SampledRows) -> None:
         """Write all arrays of one shard (one zarr write each: a shard file is rewritten per write), then its marker."""
         start, stop = self.shard_range(split, shard)
         meta = self.meta
@@ -318,9 +349,11 @@ class LogitStoreWriter(_Store):
                              f"got {len(rows)} rows of k={rows.k}, V={rows.vocab_size}")
         if rows.temperatures != meta.temperatures:
             raise ValueError(f"rows have temperatures {rows.temperatures}, the store {meta.temperatures}")
+        if isinstance(rows, SampledRows) != (meta.rows == "sampled") or getattr(rows, "samples", 0) != meta.samples:
+            raise ValueError(f"{type(rows).__name__} cannot go into a store of {meta.rows} rows (samples {meta.samples})")
         if len(rows) and not 0 <= int(rows.ids.min()) <= int(rows.ids.max()) < meta.vocab_size:
             raise ValueError(f"{split} shard {shard}: ids outside [0, {meta.vocab_size})")
-        for name, values in rows.to_stored(meta.dtypes["ids"]).items():
+        for name, values in rows.to_stored(smallest_uint_dtype(meta.vocab_size)).items():
             self.array(split, name)[start:stop] = values
         self.array(split, "shard_complete")[shard] = 1  # last: the shard counts only now
 
@@ -332,13 +365,21 @@ class LogitStoreWriter(_Store):
                 raise UserError(f"{self.option} {self.location}: cannot finish, {split} shards "
                                 f"{_ranges(missing)} are not written; resume the dump")
         stored = sum(self.array(split, name).nbytes_stored()
-                     for split in self.meta.splits for name in DATA_ARRAYS + ("shard_complete",))
+                     for split in self.meta.splits for name in data_arrays(self.meta) + ("shard_complete",))
         total = sum(self.meta.positions.values())
-        self.meta.stats = {"topk_mass": {s: self._topk_mass(s) for s in self.meta.splits}, "stored_bytes": stored,
+        row_stats = ({"distinct_ids": {s: self._distinct_ids(s) for s in self.meta.splits}} if self.meta.rows == "sampled"
+                     else {"topk_mass": {s: self._topk_mass(s) for s in self.meta.splits}})
+        self.meta.stats = {**row_stats, "stored_bytes": stored,
                            "bytes_per_position": stored / max(total, 1), **(stats or {})}
         self.meta.complete = True
+        write_card(self.location, self.meta)  # README.md, rendered from the final metadata; complete is still last
         self.group.attrs["superstill"] = self.meta.to_dict()
         return self.meta
+
+    def _distinct_ids(self, split: str) -> dict[str, float]:
+        """Mean and max distinct ids per position of a sampled split."""
+        return distinct_stats(self.array(split, "draw_deltas")[slice(*self.shard_range(split, shard))]
+                              for shard in range(self.meta.n_shards(split)))
 
     def _topk_mass(self, split: str) -> dict[str, dict[str, float]]:
         """Mean and min of 1 - tail over the split's positions, per listed T."""
@@ -379,16 +420,18 @@ class LogitStore(_Store):
                             f"would read them as zeros); {DAMAGED_FIX}")
         return store
 
-    def read_rows(self, split: str, start: int, stop: int) -> TeacherRows:
+    def read_rows(self, split: str, start: int, stop: int) -> TeacherRows | SampledRows:
         """Rows [start, stop) of a split as CPU tensors."""
         if not 0 <= start <= stop <= self.positions(split):
             raise ValueError(f"rows [{start}, {stop}) are outside {split}'s {self.positions(split)} positions")
         arrays = {}
-        for name in DATA_ARRAYS:
+        for name in data_arrays(self.meta):
             try:
                 arrays[name] = self.array(split, name)[start:stop]
             except Exception as error:  # crc32c raises ValueError; a damaged frame or index other types
                 raise self._damaged(split, name, start, stop, error) from None
+        if self.meta.rows == "sampled":
+            return SampledRows.from_stored(arrays, self.meta.samples, self.meta.temperatures[0], self.meta.vocab_size)
         return TeacherRows.from_stored(arrays, self.meta.temperatures, self.meta.vocab_size)
 
     def _damaged(self, split: str, name: str, start: int, stop: int, error: Exception) -> UserError:
@@ -431,7 +474,7 @@ class LogitStore(_Store):
     def _verify_shard(self, split: str, shard: int, lost: set[str]) -> list[str]:
         start, stop = self.shard_range(split, shard)
         problems = []
-        for name in DATA_ARRAYS:
+        for name in data_arrays(self.meta):
             path = self.shard_file(split, name, shard)
             if path in lost:  # zarr would silently read a missing shard as zeros
                 problems.append(f"{split}/{name}: shard {shard} file {path} is missing")
@@ -443,12 +486,7 @@ class LogitStore(_Store):
                              [f"{split}/{name}: shard {shard} in {path} cannot be read: {first_line(error)}"])
         if problems:
             return problems
-        rows = self.read_rows(split, start, stop)
-        scores, tail = rows.scores.float(), rows.tail_mass
-        checks = {"ids outside the vocabulary": bool((rows.ids >= self.meta.vocab_size).any()),
-                  "scores not descending from 0": bool((scores[:, 0] != 0).any() or (scores.diff(dim=1) > 0).any()),
-                  "tail_mass outside [0, 1]": bool(((tail < 0) | (tail > 1)).any()),
-                  "log_normalizer below 0": bool((rows.log_normalizer < 0).any())}
+        checks = self.read_rows(split, start, stop).problems()  # impossible values, by row kind
         return [f"{split} shard {shard} (rows {start}-{stop - 1}): {what}" for what, bad in checks.items() if bad]
 
     def _locate(self, split: str, name: str, shard: int) -> list[str]:
@@ -482,7 +520,7 @@ class LogitStore(_Store):
         if missing:
             return "shard files missing", [f"shard file {path} is missing" for path in missing]
         files = [(split, name, shard, self.shard_file(split, name, shard)) for split in self.meta.splits
-                 for shard in sorted(self.completed_shards(split)) for name in DATA_ARRAYS]
+                 for shard in sorted(self.completed_shards(split)) for name in data_arrays(self.meta)]
         size = sum(size for entries in listed.values() for key, size in entries.items() if key.startswith("c/"))
         if size > max_bytes:
             return (f"{len(files)} shard files present; CRC32C not checked here ({size:,} bytes; "
@@ -500,11 +538,12 @@ class LogitStore(_Store):
                  f"  format        {meta.format} v{meta.version} (written by superstill {meta.tool_version}), {state}",
                  f"  tokens        {meta.tokens or '?'} (fingerprint {meta.token_fingerprint[:16]})",
                  f"  teacher       sha256 {str(meta.teacher.get('checkpoint_sha256', '?'))[:16]}; {model}",
-                 f"  distribution  top-{meta.k} of {meta.vocab_size:,} ids, exact at T = {temps}; "
-                 f"context {meta.context}, stride {meta.stride}",
+                 f"  distribution  " + (describe_sampled(meta) if meta.rows == "sampled" else
+                                         f"top-{meta.k} of {meta.vocab_size:,} ids, exact at T = {temps}") +
+                 f"; context {meta.context}, stride {meta.stride}",
                  f"  precision     {meta.precision}: {PRECISIONS[meta.precision]}",
                  f"  layout        shards of {meta.shard_rows:,} rows, chunks of {meta.chunk_rows:,}, "
-                 f"codec {meta.codec} + crc32c, ids {meta.dtypes.get('ids', '?')}"]
+                 f"codec {meta.codec} + crc32c, ids {meta.dtypes.get('ids', meta.dtypes.get('draw_deltas', '?'))}"]
         lines += [f"  {split:<13} {meta.positions[split]:,} positions, {len(self.completed_shards(split))}/"
                   f"{meta.n_shards(split)} shards written" for split in meta.splits]
         try:
@@ -522,6 +561,8 @@ def _stats_lines(stats: dict[str, Any]) -> list[str]:
     lines += [f"  top-k mass    {split}: " + "; ".join(f"T={t} mean {v['mean']:.4f} min {v['min']:.4f}"
                                                for t, v in per_t.items())
               for split, per_t in stats.get("topk_mass", {}).items()]
+    lines += [f"  distinct ids  {split}: mean {v['mean']:.2f} per position, max {v['max']}"
+              for split, v in stats.get("distinct_ids", {}).items()]
     return lines + [f"  {key:<13} {stats[key]}" for key in sorted(stats)
-                    if key not in ("topk_mass", "stored_bytes", "bytes_per_position")]
+                    if key not in ("topk_mass", "distinct_ids", "stored_bytes", "bytes_per_position")]
 

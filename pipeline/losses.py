@@ -39,7 +39,9 @@ student's; p is always the teacher's):
   data:    dl_d/dz_j = s_j - [j = target]
   dL/dz = (w1 T / M) dl_t/dzT + (w2 / M) dl_d/dz       (the T^2 of the loss times the 1/T of zT = z/T)
 
-Renorm is bucket with p_tail = 0 and S = 1, so both share one path. Off the top-k the student is handled
+Renorm is bucket with p_tail = 0 and S = 1, so both share one path. Sampled teacher rows (count / N over
+the distinct drawn ids, undrawn padding ids at weight 0, tail 0; pipeline/sampled_rows.py) are that case
+too: the gradient is q_j - count_j / N for every id, cross-entropy against the empirical distribution. Off the top-k the student is handled
 through its *tail softmax* u = softmax(zT over the non-top-k ids), q_j = q_tail u_j, which gives both
 tail quantities in log space without ever dividing by a q_tail that may underflow:
 

@@ -141,6 +141,12 @@ def _store_table(experiment: Experiment) -> str:
             ["bytes per position", md.decimal(number(_stat(store, "stats", "bytes_per_position")))],
             ["stored size", md.size(number(_stat(store, "stats", "stored_bytes")))],
             ["mean top-k probability mass", mass_text]]
+    if _stat(store, "rows") == "sampled":  # ids drawn from the teacher (docs/STORE.md section 10), no top-k
+        distinct = _stat(store, "stats", "distinct_ids")
+        rows[1:2] = [["rows", f"sampled: {md.plain(_stat(store, 'samples'))} draws per position"]]
+        rows[-1] = ["mean distinct ids per position", "; ".join(f"{split}: {md.decimal(number(v.get('mean')))}"
+                                                          for split, v in distinct.items())
+                    if isinstance(distinct, dict) else md.NA]
     return "### Teacher logit store\n\n" + md.table(["", "value"], rows)
 
 

@@ -18,6 +18,7 @@ from typing import Iterator
 import fsspec
 
 from pipeline.errors import UserError
+from pipeline.object_storage import access_denied, check_bucket
 
 
 def is_url(location: str | os.PathLike) -> bool:
@@ -50,7 +51,10 @@ def exists(location: str | os.PathLike) -> bool:
     if path is not None:
         return path.exists()
     fs, root = filesystem(location)
-    return fs.exists(root)
+    try:
+        return fs.exists(root)
+    except PermissionError as error:  # object storage refusing the credentials: the first request says so
+        raise access_denied(str(location), error) from None
 
 
 def remove(location: str | os.PathLike) -> None:
@@ -76,6 +80,8 @@ def check_writable(location: str | os.PathLike, force: bool, option: str = "--ou
     path = local_path(location)
     if path is not None:
         check_creatable(path, option)
+    else:
+        check_bucket(str(location), *filesystem(location), option)
     if not exists(location) or (path is not None and path.is_dir() and not any(path.iterdir())):
         return
     if not force:

@@ -107,6 +107,14 @@ class TeacherRows:
         return TeacherRows.from_numpy(arrays["ids"], decode_scores(arrays["score_deltas"]), arrays["log_normalizer"],
                                       arrays["tail_mass"], temperatures, vocab_size)
 
+    def problems(self) -> dict[str, bool]:
+        """Impossible stored values (for `LogitStore.verify`): each a description -> whether it occurs."""
+        scores, tail = self.scores.float(), self.tail_mass
+        return {"ids outside the vocabulary": bool(((self.ids < 0) | (self.ids >= self.vocab_size)).any()),
+                "scores not descending from 0": bool((scores[:, 0] != 0).any() or (scores.diff(dim=1) > 0).any()),
+                "tail_mass outside [0, 1]": bool(((tail < 0) | (tail > 1)).any()),
+                "log_normalizer below 0": bool((self.log_normalizer < 0).any())}
+
     def column(self, temperature: float) -> int | None:
         """Index of a listed temperature (relative tolerance 1e-6), or None."""
         for j, t in enumerate(self.temperatures):

@@ -238,7 +238,8 @@ def test_leaving_an_epoch_early_stops_the_producer():
     before = set(threading.enumerate())
     epoch = stream.epoch(1)
     next(epoch)
-    assert len(set(threading.enumerate()) - before) == 1  # the producer
+    started = {t.name.split("_")[0] for t in set(threading.enumerate()) - before}
+    assert started == {"batch-producer", "block-reader"}  # the producer and the threads reading ahead for it
     epoch.close()  # what a training loop capped by max_steps_per_epoch does
     assert not [t for t in set(threading.enumerate()) - before if t.is_alive()]
     assert len(source.calls) < len(plan.blocks()) // 4  # it stopped near the bounded queue, far from the end
@@ -266,3 +267,21 @@ def test_rows_from_a_real_store_across_shard_and_block_boundaries(tmp_path):
         positions = torch.from_numpy(window_positions(batch.starts, context))
         assert torch.equal(batch.teacher.ids[:, 0], positions)
         assert torch.equal(batch.teacher.ids[:, 1], (positions + 1) % vocab)
+
+
+def test_the_next_group_is_read_ahead_while_a_group_trains():
+    from pipeline.batching import _BlockRows  # white-box: which reads the first batch starts
+
+    n_tokens, context, block_tokens, batch_size = 4001, 8, 40, 3  # 5 windows a block, 20 a group
+    plan = WindowPlan(n_tokens, context, block_tokens, seed=3)
+    source = CountingSource(n_tokens)
+    groups = plan.rank_groups(1, 0, 1)
+    batches = BatchStream(np.arange(n_tokens), plan, batch_size)._batch_starts(groups)
+    blocks = _BlockRows(source, plan, groups, batches)
+    blocks.rows_for(batches[0])  # a batch inside group 0
+    for future in list(blocks.cache.values()):
+        future.result()
+    blocks.close()
+    read = {start // block_tokens for start, _ in source.calls}  # a block's read starts at its first window
+    group_blocks = [set((g // block_tokens).tolist()) for g in groups]
+    assert read == group_blocks[0] | group_blocks[1]  # its own group, and the next one read ahead

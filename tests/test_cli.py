@@ -19,7 +19,7 @@ def test_help_lists_every_stage_in_workflow_order():
 def test_each_stage_has_help(name):
     result = CliRunner().invoke(main, [name, "--help"])
     assert result.exit_code == 0 and "Usage: " in result.output
-    if name not in ("report", "inspect", "experiment"):  # these have no option with a default
+    if name not in ("report", "inspect", "experiment", "store"):  # these have no option with a default
         assert "[default:" in result.output
 
 

@@ -336,7 +336,7 @@ def test_not_a_store_and_invalid_meta_are_user_errors(tmp_path):
         LogitStore.open(str(tmp_path / "tokens"))
     for changes, message in [({"shard_rows": 6}, "--shard-rows 6 must be a positive multiple of --chunk-rows 4"), ({"stride": 9}, "--stride 9"),
                              ({"k": 41}, "--top-k 41"), ({"temperatures": (1.0, 1.0)}, "duplicates"),
-                             ({"version": 2}, "newer")]:
+                             ({"version": 3}, "newer")]:
         with pytest.raises(UserError, match=message):
             make_meta({"train": 4}, **changes)
     with pytest.raises(UserError, match="--split test"):

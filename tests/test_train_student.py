@@ -36,12 +36,12 @@ def setup(tmp_path_factory):
     return {"tokens": tokens, "teacher": teacher, "full": str(root / "full"), "top8": str(root / "top8")}
 
 
-def student(setup, out, epochs=2, steps=6, resume=False, **options):
+def student(setup, out, epochs=2, steps=6, resume=False, train=None, **options):
     """Train a tiny student; options are TrainStudentConfig's and DistillationSpec's fields."""
     spec = {k: options.pop(k) for k in list(options) if k in field_names(DistillationSpec)}
     config = TrainStudentConfig(tokens=setup["tokens"], out=str(out), preset="tiny-student", resume=resume,
-                                overrides=overrides(model={"n_layer": 2},
-                                                    train={"epochs": epochs, "max_steps_per_epoch": steps}),
+                                overrides=overrides(model={"n_layer": 2}, train={"epochs": epochs,
+                                                                              "max_steps_per_epoch": steps, **(train or {})}),
                                 distillation=DistillationSpec(**spec), **options)
     return train_student(config)
 
@@ -134,3 +134,16 @@ def test_linear_schedule_decays_the_teacher_weight_and_logs_its_phases(setup, tm
     assert phases[0][2] == 0.6 and 0 < phases[1][2] < 0.6 and phases[2][2] == 0.0
     assert [e["superstill"] for e in epochs_of(tmp_path / "s")] == [True, True, False]
     assert "linear schedule" in events_of(tmp_path / "s", "schedule")[1]["reason"]
+
+
+def test_auto_schedule_decays_once_the_student_reaches_the_teachers_recorded_cross_entropy(setup, tmp_path):
+    teacher_nll = LogitStore.open(setup["top8"]).meta.stats["teacher_eval"]["val_nll"]
+    student(setup, tmp_path / "s", epochs=3, steps=24, teacher_logits=setup["top8"], temperature=1.0,
+            schedule="auto", decay_epochs=1.0, train={"eval_every": 0.25})
+    points = events_of(tmp_path / "s", "eval")
+    crossing = next(p for p in points if p["val_nll"] <= teacher_nll)  # the 2-layer student overtakes the teacher
+    schedule = events_of(tmp_path / "s", "schedule")
+    assert [e["phase"] for e in schedule][:2] == ["full", "decaying"]
+    # w1 decays continuously from that evaluation, so the next step is the first one below full weight.
+    assert schedule[1]["tokens_seen"] == crossing["tokens_seen"] + 4 * 16  # one step of 4 windows of 16 tokens
+    assert "reached the teacher's" in schedule[1]["reason"]

@@ -15,7 +15,7 @@ from pipeline.errors import UserError
 
 # Subcommand modules, in the order `pipeline --help` lists them (the order of the workflow).
 COMMANDS = ["tokenize", "train_teacher", "dump_teacher", "train_student", "evaluate", "experiment",
-            "report", "inspect", "validate"]
+            "report", "inspect", "validate", "store"]
 
 
 class PipelineGroup(click.Group):

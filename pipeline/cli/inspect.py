@@ -39,10 +39,11 @@ def _token_store_summary(path: str) -> Inspection:
 
 def _logit_store_summary(path: str) -> Inspection:
     from pipeline.logit_store import DAMAGED_FIX, LogitStore
+    from pipeline.store_card import card_text
 
     store = LogitStore.open(path, require_complete=False, option="PATH", check_files=False)
     status, problems = store.integrity(CHECK_BYTES)
-    return Inspection(_with_integrity(store.summary(), status, problems), problems, DAMAGED_FIX)
+    return Inspection(_with_integrity(store.summary(), status, problems) + card_text(path), problems, DAMAGED_FIX)
 
 
 def _with_integrity(summary: str, status: str, problems: list[str]) -> str:

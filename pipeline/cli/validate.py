@@ -22,6 +22,6 @@ def command(**options):
         click.echo(f"problem: {problem}", err=True)
     if not result["ok"]:
         raise UserError(f"{options['store']}: {len(result['problems'])} problem(s) found (listed above)")
-    recomputed = (f", {result['positions_recomputed']} positions recomputed: largest |d log p| "
-                  f"{result['largest_logp_error']:.4f} nats, {result['precision']} store)") if options["checkpoint"] else ")"
+    recomputed = (f", {result['positions_recomputed']} positions recomputed: {result['deviation']}, "
+                  f"{result['precision']} store)") if options["checkpoint"] else ")"
     click.echo(f"{options['store']}: OK (checksums, completion, fingerprint{recomputed}")
