@@ -28,12 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Hashable
 
-import zarr
 
 from pipeline.errors import UserError
 from pipeline.run_dir import latest_epochs, read_events
 from pipeline.seed_statistics import seed_order
-from pipeline.storage import local_path
+from pipeline.storage import exists, local_path
 
 RUN_FILE, METRICS_FILE = "run.json", "metrics.jsonl"
 SEED_DIR = re.compile(r"seed-(\d+)")
@@ -206,7 +205,7 @@ class Experiment:
     """experiment.json's "seeds", when it lists them."""
     store: dict[str, Any] | None
     """The logit store's attributes["superstill"], or None when it could not be read."""
-    store_path: Path | None
+    store_path: str | None
     notes: list[str]
     """What was missing or skipped, one line each, for the report's Notes section."""
 
@@ -299,39 +298,33 @@ def _student_names(directory: Path, config: dict[str, Any] | None) -> list[str]:
     return listed + [name for name in found if name not in listed]
 
 
-def _store_candidates(directory: Path, students: list[ModelRuns]) -> list[Path]:
-    """RUN/teacher-logits, then the stores the students say they read (as given, then relative to RUN)."""
-    candidates = [directory / "teacher-logits"]
+def _store_candidates(directory: Path, students: list[ModelRuns]) -> list[str]:
+    """RUN/teacher-logits, then the stores the students say they read (URLs as given; local paths as given,
+    then relative to RUN)."""
+    candidates = [str(directory / "teacher-logits")]
     for run in (run for model in students for run in model.runs):
         location = (run.superstill or {}).get("teacher_logits")
-        path = local_path(location) if isinstance(location, str) and location else None
-        if path is not None:
-            candidates += [path, directory / path] if not path.is_absolute() else [path]
-    return candidates
+        if not isinstance(location, str) or not location:
+            continue
+        path = local_path(location)
+        candidates += [location] if path is None or path.is_absolute() else [str(path), str(directory / path)]
+    return list(dict.fromkeys(candidates))
 
 
-def read_store_stats(directory: Path, students: list[ModelRuns], notes: list[str]) -> tuple[dict | None, Path | None]:
-    """The logit store's attributes["superstill"], tolerating a missing or unfinished store. A damaged one
-    (missing shard files, malformed metadata) is not read: the report says so in its notes."""
+def read_store_stats(directory: Path, students: list[ModelRuns], notes: list[str]) -> tuple[dict | None, str | None]:
+    """The logit store's metadata, tolerating a missing or unfinished store (local or a URL such as s3://).
+    A damaged one (missing shard files, malformed metadata) is not read: the report says so in its notes."""
     from pipeline.logit_store import LogitStore
 
-    for path in _store_candidates(directory, students):
-        if not path.exists():
-            continue
+    for location in _store_candidates(directory, students):
         try:
-            LogitStore.open(str(path), require_complete=False, option="logit store")
+            if not exists(location):
+                continue
+            store = LogitStore.open(location, require_complete=False, option="logit store")
         except UserError as error:
-            notes.append(f"The logit store is damaged, its figures are not used: {error}")
+            notes.append(f"The logit store is damaged or unreadable, its figures are not used: {error}")
             continue
-        try:
-            attrs = zarr.open_group(str(path), mode="r").attrs.asdict()
-        except Exception as error:  # any unreadable store is reported, not fatal: the report is diagnostic
-            notes.append(f"{path}: could not read the logit store's attributes ({type(error).__name__}: {error}).")
-            continue
-        stats = attrs.get("superstill")
-        if isinstance(stats, dict):
-            return stats, path
-        notes.append(f"{path}: the logit store has no 'superstill' attributes (unfinished dump?).")
+        return store.meta.to_dict(), location
     notes.append("No teacher logit store found: dump costs are n/a.")
     return None, None
 

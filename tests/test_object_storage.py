@@ -143,7 +143,8 @@ def test_round_trip_through_s3_never_records_the_secret(bucket, tmp_path):
     assert "positions recomputed" in printed[4] and "complete, " in printed[5]
     student = json.loads((run / "students" / "superstilled" / "run.json").read_text())
     assert student["superstill"]["teacher_logits"] == f"{s3}/logits"
-    assert (run / "report.md").is_file()
+    report = (run / "report.md").read_text()
+    assert "No teacher logit store found" not in report and f"{s3}/logits" in report  # the report read it from S3
     store = LogitStore.open(f"{s3}/logits")
     assert store.meta.k == 16 and store.meta.tokens == f"{s3}/tokens"
     written = [path.read_bytes() for path in run.rglob("*") if path.is_file()]
