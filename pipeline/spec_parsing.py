@@ -25,8 +25,10 @@ from pipeline.errors import UserError
 _TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
 
 
-def build_spec(cls, values: dict[str, Any], where: str, *, from_text: bool = False):
-    """An instance of dataclass `cls` from `values`, every field type-checked (see the module docstring)."""
+def build_spec(cls, values: dict[str, Any], where: str, *, from_text: bool = False,
+               options: dict[str, str] | None = None):
+    """An instance of dataclass `cls` from `values`, every field type-checked (see the module docstring).
+    `options` names the command-line option of a field whose option is not `--field-name` (with OPTIONS)."""
     if not isinstance(values, dict):
         raise UserError(f"{where}: expected a table of settings, got {_shown(values)}")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
@@ -37,14 +39,16 @@ def build_spec(cls, values: dict[str, Any], where: str, *, from_text: bool = Fal
     if missing:
         raise UserError(f"{where}: missing key(s) {', '.join(missing)}")
     hints = typing.get_type_hints(cls)
-    typed = {name: coerce(value, hints[name], key_name(where, name), from_text) for name, value in values.items()}
+    named = {name: (options or {}).get(name) or key_name(where, name) for name in values}
+    typed = {name: coerce(value, hints[name], named[name], from_text) for name, value in values.items()}
     try:
         return cls(**typed)
     except UserError as error:
         message = str(error)  # range checks name their own field ("train.lr ..."); add where they came from
         if where == OPTIONS:  # "tail must be ..." -> "--tail must be ..."
-            field = next((name for name in fields if message.startswith(f"{name} ")), None)
-            raise UserError(key_name(where, field) + message[len(field):] if field else message) from None
+            field = next((name for name in fields if message.startswith((f"{name} ", f"{name}:"))), None)
+            label = (options or {}).get(field) or key_name(where, field) if field else ""
+            raise UserError(label + message[len(field):] if field else message) from None
         if message.startswith(where.split()[-1]):
             raise
         raise UserError(f"{where}: {message}") from None

@@ -114,3 +114,10 @@ def test_step_schedule_is_the_transition_epoch():
         DistillationSpec(schedule="linear", transition_epoch=1)
     with pytest.raises(UserError, match="decay_epochs must be"):
         DistillationSpec(schedule="linear", decay_epochs=0)
+
+
+def test_options_whose_name_differs_from_the_field_are_named_as_typed():
+    from pipeline.dump_spec import DumpSpec
+
+    with pytest.raises(UserError, match=r"^--temperature: temperature 0.0 must be"):
+        build_spec(DumpSpec, {"temperatures": [0.0]}, OPTIONS, options={"temperatures": "--temperature"})

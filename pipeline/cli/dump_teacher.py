@@ -53,7 +53,8 @@ def command(checkpoint, tokens, out, device, resume, force, allow_other_tokens, 
     spec["temperatures"] = list(spec["temperatures"])
     result = run(DumpTeacherConfig(checkpoint=checkpoint, tokens=tokens, out=out, device=device, resume=resume,
                                    force=force, allow_other_tokens=allow_other_tokens, part=Part.parse(part),
-                                   spec=build_spec(DumpSpec, spec, OPTIONS)))
+                                   spec=build_spec(DumpSpec, spec, OPTIONS,
+                                                   options={"temperatures": "--temperature"})))
     missing = result.get("missing_shards")
     if missing is not None and "stats" not in result:
         click.echo(f"part {part} of {out}: {result['positions_computed']:,} positions written; " +
