@@ -48,6 +48,8 @@ from pipeline.teacher_rows import teacher_rows_from_logits  # noqa: E402
 from pipeline.teacher_windows import windows_for  # noqa: E402
 from pipeline.token_store import TokenStore  # noqa: E402
 
+from bench_student_step import timed  # noqa: E402 (one step-timing loop for the student benchmarks)
+
 SHARD_ROWS, CHUNK_ROWS = 65536, 4096
 
 
@@ -136,22 +138,6 @@ def layouts(store: LogitStore, tmp: str) -> None:
         print(f"   {name:<32} {array_bytes(arrays, tmp):7.1f} B/pos", flush=True)
 
 
-def timed(student: GPT, objective, stream: BatchStream, steps: int, with_teacher: bool) -> float:
-    """Seconds per step over `steps` optimizer steps after one warm-up step."""
-    optimizer = torch.optim.Adam(student.parameters(), lr=3e-4)
-    started = None
-    for i, batch in enumerate(stream.epoch(1, 0, with_teacher)):
-        if i == 1:
-            started = time.perf_counter()
-        if i == steps + 1:
-            break
-        loss = objective(student, batch, 1).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    return (time.perf_counter() - started) / steps
-
-
 def step_times(stores: dict[str, LogitStore], tokens: np.ndarray, vocab: int, steps: int, rounds: int) -> None:
     config, train = resolve("tiny-student")
     config.vocab_size, config.dropout = vocab, 0.0
@@ -166,7 +152,7 @@ def step_times(stores: dict[str, LogitStore], tokens: np.ndarray, vocab: int, st
             torch.manual_seed(1)
             source = (lambda lo, hi, s=store: s.read_rows("train", lo, hi)) if store else None
             stream = BatchStream(tokens[:positions + 1], plan, train.batch_size, row_source=source)
-            times[mode].append(timed(GPT(config), objective, stream, steps, store is not None))
+            times[mode].append(timed(GPT(config), objective, stream, steps, store is not None)[0])
     base = statistics.median(times["baseline"])
     print(f"3. student step, tiny-student (V = {vocab:,}, batch {train.batch_size}x{config.context}), {steps} steps "
           f"x {rounds} rounds, median")

@@ -43,3 +43,13 @@ def micro_token_store(location: str, n_chars: int = 40_000, vocab_size: int = 30
 
 def overrides(model: dict | None = None, train: dict | None = None) -> dict:
     return {"model": {**TINY_MODEL, **(model or {})}, "train": {**TINY_TRAIN, **(train or {})}}
+
+
+def tiny_teacher(root: Path, n_chars: int = 15_000, steps: int = 10) -> tuple[str, str]:
+    """(token store, teacher run directory): a tiny teacher trained `steps` steps on a micro token store."""
+    from stages.train_teacher import TrainTeacherConfig, run as train_teacher
+
+    tokens = micro_token_store(str(root / "tokens"), n_chars=n_chars)
+    train_teacher(TrainTeacherConfig(tokens=tokens, out=str(root / "teacher"), preset="tiny-teacher",
+                                     overrides=overrides(train={"epochs": 1, "max_steps_per_epoch": steps})))
+    return tokens, str(root / "teacher")

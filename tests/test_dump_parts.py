@@ -13,7 +13,7 @@ from pipeline.dump_parts import Part
 from pipeline.errors import UserError
 from pipeline.logit_store import LogitStore
 from stages.train_teacher import TrainTeacherConfig, run as train_teacher
-from tests.factories import micro_token_store, overrides
+from tests.factories import overrides, tiny_teacher
 
 SHARDS = ["--shard-rows", "512", "--chunk-rows", "128"]
 # Root metadata that legitimately differs between two dumps of the same content: when the store was
@@ -25,10 +25,8 @@ RUN_SPECIFIC = {"created_at": None, "stats": ("dump_wall_time_s", "positions_per
 def teacher(tmp_path_factory):
     """A tiny teacher trained for a few steps on ~3,300 tokens per split (7 shards of 512 rows each)."""
     root = tmp_path_factory.mktemp("parts")
-    tokens = micro_token_store(str(root / "tokens"), n_chars=15_000)
-    train_teacher(TrainTeacherConfig(tokens=tokens, out=str(root / "teacher"), preset="tiny-teacher",
-                                     overrides=overrides(train={"epochs": 1, "max_steps_per_epoch": 10})))
-    return {"tokens": tokens, "teacher": str(root / "teacher"), "root": root}
+    tokens, teacher = tiny_teacher(root)
+    return {"tokens": tokens, "teacher": teacher, "root": root}
 
 
 def dump(teacher, out, *extra, checkpoint=None):

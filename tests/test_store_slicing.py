@@ -14,8 +14,7 @@ from pipeline.cli import main
 from pipeline.logit_store import LogitStore
 from pipeline.store_slicing import narrowed
 from pipeline.teacher_rows import TeacherRows
-from stages.train_teacher import TrainTeacherConfig, run as train_teacher
-from tests.factories import micro_token_store, overrides
+from tests.factories import tiny_teacher
 
 SHARDS = ["--shard-rows", "512", "--chunk-rows", "128"]
 U32 = 2.0 ** -24  # unit roundoff of float32
@@ -30,9 +29,7 @@ def invoke(*args):
 def stores(tmp_path_factory):
     """A trained tiny teacher dumped at k = 16 and, directly, at k = 8 (T = 1 and 6 both)."""
     root = tmp_path_factory.mktemp("slicing")
-    tokens = micro_token_store(str(root / "tokens"), n_chars=15_000)
-    train_teacher(TrainTeacherConfig(tokens=tokens, out=str(root / "teacher"), preset="tiny-teacher",
-                                     overrides=overrides(train={"epochs": 1, "max_steps_per_epoch": 10})))
+    tokens, _ = tiny_teacher(root)
     for k in (16, 8):
         result = invoke("dump-teacher", "--checkpoint", root / "teacher", "--tokens", tokens, "--out", root / f"k{k}",
                         "--top-k", k, *SHARDS)
