@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Extras: test (pytest), s3 (s3fs for s3:// stores, moto's local S3 server that the tests use) and
-# tensorboard (metrics as TensorBoard event files).
+# tensorboard (metrics as TensorBoard event files) and hf (transformers: students of other architectures).
 # The CPU build of torch; on a CUDA machine set TORCH_SPEC=torch (or preinstall torch in the venv).
 TORCH_SPEC ?= torch==2.13.0
 
@@ -13,7 +13,7 @@ $(BIN)/pipeline: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -e ".[test,s3,tensorboard]"
+	$(BIN)/python -m pip install -q -e ".[test,s3,tensorboard,hf]"
 	touch $(BIN)/pipeline
 
 setup: $(BIN)/pipeline

@@ -89,13 +89,13 @@ def load_model(path: str | os.PathLike, option: str = "--checkpoint"):
 
     Weights that do not fit the recorded model, or are not finite, are a one-line error: a model built
     from them would only produce NaN rows or a shape traceback later."""
-    from pipeline.model import GPT
+    from pipeline.model_families import build_model
 
     payload = load(path, option)
     where = f"{option} {resolve_path(path, option)}"
     if not isinstance(payload.get("model_config"), dict) or not isinstance(payload.get("model"), dict):
         raise UserError(f"{where} has no model settings or weights; it is incomplete: use another checkpoint")
-    model = GPT(model_config_from_dict(payload["model_config"], f"{where} model"))
+    model = build_model(model_config_from_dict(payload["model_config"], f"{where} model"), probe=False)
     try:
         model.load_state_dict(payload["model"])
     except RuntimeError as error:

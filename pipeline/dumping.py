@@ -54,7 +54,7 @@ def _batches(windows: list[Window], batch_size: int) -> Iterator[list[Window]]:
 
 
 @torch.inference_mode()
-def compute_rows(model: GPT, ids: np.ndarray, windows: list[Window], make_rows: RowMaker,
+def compute_rows(model, ids: np.ndarray, windows: list[Window], make_rows: RowMaker,
                  batch_size: int, device: torch.device, amp: torch.dtype | None) -> TeacherRows:
     """Rows for the positions the windows own, in ascending position order, on the CPU.
 
@@ -73,16 +73,19 @@ def compute_rows(model: GPT, ids: np.ndarray, windows: list[Window], make_rows: 
     return type(parts[0][1]).cat([rows for _, rows in parts])  # TeacherRows or SampledRows
 
 
-def owned_logits(model: GPT, ids: np.ndarray, batch: list[Window], device: torch.device,
+def owned_logits(model, ids: np.ndarray, batch: list[Window], device: torch.device,
                  amp: torch.dtype | None) -> torch.Tensor:
     """Float32 logits [n, V] of the positions equal-length windows own, window by window, on `device`.
 
-    The trunk runs under `amp` autocast; the head only on the owned offsets, in float32."""
+    The trunk runs under `amp` autocast. The gpt family's head runs only on the owned offsets, in float32;
+    other families (no separable head) run whole under autocast and their logits are cast to float32."""
     inputs = torch.from_numpy(np.stack([ids[w.start:w.stop] for w in batch]).astype(np.int64)).to(device)
-    with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-        hidden = model.hidden(inputs)  # [B, L, C]
     offsets = torch.cat([torch.arange(w.own_lo - w.start, w.own_hi - w.start) for w in batch]).to(device)
     rows_of = torch.cat([torch.full((w.own_hi - w.own_lo,), i) for i, w in enumerate(batch)]).to(device)
+    with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+        if not isinstance(model, GPT):
+            return model(inputs)[rows_of, offsets].float()  # [n, V]
+        hidden = model.hidden(inputs)  # [B, L, C]
     return head_fp32(model, hidden[rows_of, offsets])
 
 

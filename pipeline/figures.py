@@ -51,6 +51,8 @@ AXES = (
 REDUCTION_FIGURE = "reduction_by_tokens.png"
 PANELS = (("train_ppl", "train subset"), ("val_ppl", "held-out"))
 COLORS = ("tab:blue", "tab:red", "tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:pink", "tab:olive")
+BASELINE_SHADES = ("black", "0.4", "0.65", "0.25", "0.8")
+"""Baselines in greys, one per student architecture."""
 BOUND_MARKERS = {NEVER_REACHED: "^", BEFORE_FIRST: "v", MIXED: "x"}
 
 
@@ -95,13 +97,14 @@ def _style(model: ModelRuns, colors: dict[str, str]) -> dict:
     """Teacher grey dashed, baselines black, superstilled students in colour."""
     if model.kind == "teacher":
         return dict(color="0.5", linestyle="--", marker="s")
-    if model.kind == "baseline":
-        return dict(color="black", linestyle="-", marker="o")
+    if model.kind == "baseline":  # one shade of grey per architecture's baseline
+        return dict(color=colors.get(model.name, "black"), linestyle="-", marker="o")
     return dict(color=colors.get(model.name, COLORS[0]), linestyle="-", marker="^")
 
 
 def _label(model: ModelRuns) -> str:
-    name = model.name if model.name == model.kind else f"{model.name} ({model.kind})"
+    kind = model.kind if model.architecture == "gpt" else f"{model.kind}, {model.architecture}"
+    name = model.name if model.name == model.kind and model.architecture == "gpt" else f"{model.name} ({kind})"
     return name + (f", {len(model.runs)} seeds" if len(model.runs) > 1 else "")
 
 
@@ -194,6 +197,8 @@ def write_figures(models: list[ModelRuns], comparisons: list["Comparison"], dire
     directory.mkdir(parents=True, exist_ok=True)
     superstilled = [model for model in models if model.kind not in ("teacher", "baseline")]
     colors = {model.name: COLORS[i % len(COLORS)] for i, model in enumerate(superstilled)}
+    baselines = [model for model in models if model.kind == "baseline"]
+    colors.update({model.name: BASELINE_SHADES[i % len(BASELINE_SHADES)] for i, model in enumerate(baselines)})
     names = [axis.filename for axis in AXES if plot_perplexity(models, colors, axis, directory / axis.filename, title)]
     if plot_reductions(comparisons, colors, directory / REDUCTION_FIGURE, title):
         names.append(REDUCTION_FIGURE)

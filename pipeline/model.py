@@ -65,7 +65,7 @@ class GPT(nn.Module):
         super().__init__()
         if config.vocab_size <= 0:
             raise ValueError("ModelConfig.vocab_size must be set (from the token store) before building a model")
-        self.config = config
+        self.config = self.spec = config  # .spec: the name every model family answers to
         self.tok_emb = nn.Embedding(config.vocab_size, config.d_model)
         self.pos_emb = nn.Embedding(config.context, config.d_model)
         self.drop = nn.Dropout(config.dropout)

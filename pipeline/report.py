@@ -37,7 +37,8 @@ class ReportFiles:
 
 
 def choose_baseline(experiment: Experiment, student: ModelRuns, name: str | None) -> ModelRuns | None:
-    """--baseline NAME if given; else the baseline with the student's parameter count, else the first baseline."""
+    """--baseline NAME if given; else the baseline of the student's own architecture: the same model spec,
+    else the same architecture and parameter count, else the same parameter count, else the first baseline."""
     if name is not None:
         for model in experiment.students:
             if model.name == name:
@@ -45,8 +46,10 @@ def choose_baseline(experiment: Experiment, student: ModelRuns, name: str | None
         known = ", ".join(model.name for model in experiment.students) or "none"
         raise UserError(f"--baseline {name!r}: no run of that name under {experiment.directory / 'students'}; known: {known}")
     baselines = [model for model in experiment.students if model.kind == "baseline"]
+    same_spec = [model for model in baselines if model.spec and model.spec == student.spec]
     same_size = [model for model in baselines if model.parameters == student.parameters]
-    return (same_size or baselines or [None])[0]
+    same_kind = [model for model in same_size if model.architecture == student.architecture]
+    return (same_spec or same_kind or same_size or baselines or [None])[0]
 
 
 def _header(experiment: Experiment) -> str:
@@ -84,12 +87,14 @@ def _epochs_done(model: ModelRuns) -> str:
 def _runs_section(experiment: Experiment) -> str:
     rows = []
     for model in experiment.models:
-        info = model.first.info.get("model") or {}
-        rows.append([model.name, model.kind, md.seeds(model.seeds), md.count(model.parameters),
-                     md.plain(info.get("n_layer")), md.plain(info.get("d_model")), md.plain(info.get("context")),
+        info = model.spec
+        options = info.get("options") if isinstance(info.get("options"), dict) else {}
+        rows.append([model.name, model.kind, model.architecture, md.seeds(model.seeds), md.count(model.parameters),
+                     md.plain(info.get("n_layer", options.get("num_hidden_layers"))),
+                     md.plain(info.get("d_model", options.get("hidden_size"))), md.plain(info.get("context")),
                      _epochs_done(model), _superstill_cell(model)])
-    headers = ["model", "kind", "seeds", "params", "layers", "d_model", "context", "epochs done / planned",
-               "superstilling"]
+    headers = ["model", "kind", "architecture", "seeds", "params", "layers", "width", "context",
+               "epochs done / planned", "superstilling"]
     planned = (f" Seeds planned: {md.seeds(experiment.planned_seeds)}." if experiment.planned_seeds is not None
                else "")
     return "## Runs\n\n" + f"One row per model; each seed is a separate run.{planned}\n\n" + md.table(headers, rows)

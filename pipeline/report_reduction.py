@@ -157,12 +157,13 @@ def _summary_table(comparisons: list[Comparison]) -> str:
     rows = []
     for c in comparisons:
         first, last, gap = c.after_first_epoch, c.points[-1], interpolation_gap(c)
-        rows.append([c.student.name, c.baseline.name, dict(METRICS)[c.metric], md.seeds(list(c.readings)),
+        rows.append([c.student.name, c.baseline.name, c.student.architecture, dict(METRICS)[c.metric],
+                     md.seeds(list(c.readings)),
                      md.plain(evaluations_per_epoch(c.baseline)), reduction_cell(first) if first else md.NA,
                      f"{md.count(last.tokens)} tokens: {reduction_cell(last)}",
                      md.NA if gap is None else f"{100 * gap:.1f} points",
                      ", ".join(map(str, c.epochs_held)) or "none"])
-    headers = ["student", "baseline", "perplexity", "seeds", "baseline evaluations per epoch",
+    headers = ["student", "baseline", "architecture", "perplexity", "seeds", "baseline evaluations per epoch",
                "reduction after epoch 1", "at the last evaluation", "chord vs power-law (largest gap)",
                "epochs n with P ≤ P_b(n+1) on every seed"]
     return md.table(headers, rows)

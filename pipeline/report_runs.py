@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Hashable
 
 
+from pipeline.config import architecture_label
 from pipeline.errors import UserError
 from pipeline.run_dir import latest_epochs, read_events
 from pipeline.seed_statistics import seed_order
@@ -145,6 +146,17 @@ class ModelRuns:
     @property
     def parameters(self) -> int | None:
         return self.first.parameters
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        """The model spec run.json records (every seed trains the same one)."""
+        value = self.first.info.get("model")
+        return value if isinstance(value, dict) else {}
+
+    @property
+    def architecture(self) -> str:
+        """"gpt", "hf:llama", "factory:my_models:build" (pipeline/config.py architecture_label)."""
+        return architecture_label(self.spec)
 
     def run(self, seed: Hashable) -> RunResult | None:
         return next((run for run in self.runs if run.seed == seed), None)

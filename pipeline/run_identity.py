@@ -21,10 +21,16 @@ _LOCATIONS = ("teacher_logits",)
 def run_identity(model: ModelConfig, train: TrainConfig, objective: dict[str, Any] | None, token_fingerprint: str,
                  teacher: str | None) -> dict[str, Any]:
     """The settings and inputs that make a run this run (JSON-able; stored in every checkpoint)."""
-    return {"model": to_dict(model),
+    return {"model": _model_identity(model),
             "train": {k: v for k, v in to_dict(train).items() if k not in TrainConfig.RESUMABLE_CHANGES},
             "objective": {k: v for k, v in (objective or {}).items() if k not in _LOCATIONS} or None,
             "tokens": token_fingerprint, "teacher": teacher}
+
+
+def _model_identity(model: ModelConfig) -> dict[str, Any]:
+    """The model spec; a gpt spec without its family, as checkpoints recorded it before there were families."""
+    data = to_dict(model)
+    return {k: v for k, v in data.items() if k != "family"} if model.family == "gpt" else data
 
 
 SECTIONS = ("tokens", "teacher", "objective", "model", "train")

@@ -28,7 +28,7 @@ from pipeline.distributed import DistContext, device_type, resolve_device, setup
 from pipeline.errors import DivergedRun, InterruptedRun, UserError
 from pipeline.evaluation import Perplexity, eval_span, perplexity
 from pipeline.interrupts import StopRequests
-from pipeline.model import GPT
+from pipeline.model_families import build_model
 from pipeline.objectives import Objective
 from pipeline.progress import ProgressBar, log
 from pipeline.run_dir import RunDir
@@ -103,7 +103,7 @@ class _Trainer:
         self._check_fit()
         self.state = _State()
         torch.manual_seed(self.cfg.seed)
-        self.model = GPT(run.model_config).to(self.device)
+        self.model = build_model(run.model_config).to(self.device)
         self.train_ids, self.val_ids = run.tokens.read("train"), run.tokens.read("val")
         if self.val_ids.size < 2:
             log(f"warning: {run.tokens.location} has no held-out split; only train-subset perplexity is measured "

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from pipeline.checkpoint import file_sha256, load_model, resolve_path
-from pipeline.config import check_device_name
+from pipeline.config import check_device_name, to_dict
 from pipeline.distributed import DistContext, device_type, resolve_device, setup, teardown
 from pipeline.dump_parts import Part, finishing_writer, open_part_store
 from pipeline.dump_spec import DumpSpec
@@ -81,10 +81,10 @@ def _expected_meta(config: DumpTeacherConfig, tokens: TokenStore, model, payload
     splits = list(SPLITS) if spec.split == "all" else [spec.split]
     return LogitStoreMeta(
         token_fingerprint=tokens.fingerprint, vocab_size=tokens.vocab_size, k=spec.row_width(),
-        positions={s: tokens.split_size(s) for s in splits}, context=model.config.context,
-        stride=spec.stride or model.config.context, temperatures=spec.row_temperatures(), rows=spec.rows,
+        positions={s: tokens.split_size(s) for s in splits}, context=model.spec.context,
+        stride=spec.stride or model.spec.context, temperatures=spec.row_temperatures(), rows=spec.rows,
         samples=spec.samples if spec.rows == "sampled" else 0, sample_seed=spec.sample_seed,
-        teacher={"checkpoint_sha256": sha, "model": vars(model.config).copy()}, tokens=str(config.tokens),
+        teacher={"checkpoint_sha256": sha, "model": to_dict(model.spec)}, tokens=str(config.tokens),
         shard_rows=spec.shard_rows, chunk_rows=spec.chunk_rows, codec=spec.codec or DEFAULT_CODEC,
         precision=precision, provenance=provenance)
 
@@ -111,8 +111,8 @@ def _dump(config: DumpTeacherConfig, context: DistContext) -> dict[str, Any]:
     check_apart(config.out, {"--checkpoint": str(resolve_path(config.checkpoint)), "--tokens": config.tokens})
     tokens = TokenStore.open(config.tokens)
     model, payload = load_model(config.checkpoint)
-    if model.config.vocab_size != tokens.vocab_size:
-        raise UserError(f"--checkpoint {config.checkpoint} predicts {model.config.vocab_size} ids but --tokens "
+    if model.spec.vocab_size != tokens.vocab_size:
+        raise UserError(f"--checkpoint {config.checkpoint} predicts {model.spec.vocab_size} ids but --tokens "
                         f"{config.tokens} has a {tokens.vocab_size}-word vocabulary; use the teacher's token store")
     trained_on = payload.get("run", {}).get("token_fingerprint")
     if trained_on not in (None, tokens.fingerprint) and not config.allow_other_tokens:
@@ -159,7 +159,7 @@ def _teacher_eval(model, tokens: TokenStore, batch_size: int, device: torch.devi
     ids = tokens.read("val")
     if ids.size < 2:
         return {}
-    result = perplexity(model, ids, model.config.context, batch_size, device, amp, "val")
+    result = perplexity(model, ids, model.spec.context, batch_size, device, amp, "val")
     return {"val_nll": result.nll, "val_ppl": result.ppl, "val_tokens": result.tokens}
 
 

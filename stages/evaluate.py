@@ -76,16 +76,16 @@ def run(config: EvaluateConfig) -> dict[str, Any]:
     out = _result_path(config)  # before minutes of evaluation, not after
     tokens = TokenStore.open(config.tokens)
     model, payload = load_model(config.checkpoint)
-    if model.config.vocab_size != tokens.vocab_size:
-        raise UserError(f"--checkpoint {config.checkpoint} has a {model.config.vocab_size}-word vocabulary but "
+    if model.spec.vocab_size != tokens.vocab_size:
+        raise UserError(f"--checkpoint {config.checkpoint} has a {model.spec.vocab_size}-word vocabulary but "
                         f"--tokens {config.tokens} has {tokens.vocab_size}; evaluate on the store it was trained on")
     if payload["run"].get("token_fingerprint") not in (None, tokens.fingerprint):
         from pipeline.progress import log
         log(f"warning: --checkpoint was trained on other tokens (fingerprint {payload['run']['token_fingerprint'][:12]}) "
             f"than --tokens ({tokens.fingerprint[:12]}); ids only line up if the vocabularies are the same")
-    context = config.context or model.config.context
-    if context > model.config.context:
-        raise UserError(f"--context {context} is longer than the model's context {model.config.context}")
+    context = config.context or model.spec.context
+    if context > model.spec.context:
+        raise UserError(f"--context {context} is longer than the model's context {model.spec.context}")
     device = resolve_device(config.device, DistContext())
     ids = tokens.read(config.split)
     ids = ids[:eval_span(ids.size, config.fraction, config.max_tokens)]

@@ -87,16 +87,16 @@ def _store_objective(config: TrainStudentConfig, tokens: TokenStore):
 def _online_objective(config: TrainStudentConfig, tokens: TokenStore, model_config, train_config):
     """The teacher run every step; for an auto schedule its held-out cross-entropy is measured first."""
     teacher, _ = load_model(config.teacher_checkpoint, "--teacher-checkpoint")
-    if teacher.config.vocab_size != tokens.vocab_size:
-        raise UserError(f"--teacher-checkpoint predicts {teacher.config.vocab_size} ids, the token store has "
+    if teacher.spec.vocab_size != tokens.vocab_size:
+        raise UserError(f"--teacher-checkpoint predicts {teacher.spec.vocab_size} ids, the token store has "
                         f"{tokens.vocab_size}; use the teacher's token store")
-    if teacher.config.context < model_config.context:
-        raise UserError(f"--teacher-checkpoint has context {teacher.config.context}, shorter than the student's "
+    if teacher.spec.context < model_config.context:
+        raise UserError(f"--teacher-checkpoint has context {teacher.spec.context}, shorter than the student's "
                         f"{model_config.context}; online mode runs the teacher on the student's windows")
     teacher_nll = None
     if config.distillation.schedule == "auto":
         device = resolve_device(train_config.device, DistContext())
-        teacher_nll = perplexity(teacher.to(device), tokens.read("val"), teacher.config.context,
+        teacher_nll = perplexity(teacher.to(device), tokens.read("val"), teacher.spec.context,
                                  train_config.eval_batch_size, device, split="val").nll
     return SuperstillObjective(config.distillation, teacher_model=teacher, online_top_k=config.online_top_k or None,
                                source=str(config.teacher_checkpoint), teacher_nll=teacher_nll)

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from pipeline.cli import main
 from pipeline.errors import UserError
 from pipeline.logit_store import LogitStoreMeta, LogitStoreWriter
-from pipeline.report import build_report, render_report
+from pipeline.report import build_report, choose_baseline, render_report
 from pipeline.report_runs import load_experiment
 from pipeline.teacher_rows import TeacherRows
 
@@ -35,9 +35,10 @@ def epoch_event(epoch, tokens, wall, train, val, superstill=False):
             "tokens_per_s": tokens / wall, "lr": 1e-3, "superstill": superstill}
 
 
-def write_run(directory: Path, kind, name, params, events, superstill=None, planned=4, seed=0):
+def write_run(directory: Path, kind, name, params, events, superstill=None, planned=4, seed=0, model=None):
     directory.mkdir(parents=True, exist_ok=True)
-    info = {"kind": kind, "name": name, "model": {"n_layer": 2, "d_model": 64, "vocab_size": 100, "context": 32},
+    model = model or {"n_layer": 2, "d_model": 64, "vocab_size": 100, "context": 32}  # a gpt spec as older runs wrote
+    info = {"kind": kind, "name": name, "model": model,
             "train": {"epochs": planned, "batch_size": 8, "lr": 1e-3, "seed": seed}, "superstill": superstill,
             "parameters": params, "tool_version": "0.1.0"}
     (directory / "run.json").write_text(json.dumps(info))
@@ -107,7 +108,7 @@ def test_final_perplexity_table(finished_run):
     assert (f"| student | student | 4,000 | 1 | 3 | 3,000 | {S_TRAIN[2]:.2f} | {S_VAL[2]:.2f} | "
             f"{S_TRAIN[2] / B_TRAIN[2]:.3f}× | {S_VAL[2] / B_VAL[2]:.3f}× |") in text
     assert f"| baseline | baseline | 4,000 | 1 | 4 | 4,000 | {B_TRAIN[3]:.2f} | {B_VAL[3]:.2f} | — | — |" in text
-    assert "| student | student | 0 | 4,000 | 2 | 64 | 32 | 3 / 4 |" in text
+    assert "| student | student | gpt | 0 | 4,000 | 2 | 64 | 32 | 3 / 4 |" in text
     assert "999" not in text  # the overwritten epoch-2 line of the resumed baseline
 
 
@@ -128,12 +129,32 @@ def test_sample_complexity_tables(finished_run):
     first = f"{100 * (1 - S_TOKENS[0] / reference_tokens(B_VAL, S_VAL[0])):.1f}%"
     gap = max(abs(S_TOKENS[i] / reference_power_law_tokens(B_VAL, S_VAL[i]) - S_TOKENS[i] / reference_tokens(B_VAL, S_VAL[i]))
               for i in range(2))
-    assert (f"| student | baseline | held-out | 0 | 1 | {first} {NO_INTERVAL} | 3,000 tokens: {bound} {NO_INTERVAL} | "
+    assert (f"| student | baseline | gpt | held-out | 0 | 1 | {first} {NO_INTERVAL} | 3,000 tokens: {bound} {NO_INTERVAL} | "
             f"{100 * gap:.1f} points | 3 |") in text  # summary
     train = text.split("train subset perplexity\n\n")[1].split("##")[0]
     # Train epoch 2 lands exactly on the baseline's epoch-3 evaluation.
     exact = f"{100 * (1 - 2000 / 3000):.1f}%"
     assert f"| 2,000 | 2.00 | on | 1 | 22.00 | 3,000 | {exact} | {exact} {NO_INTERVAL} | {exact} |" in train
+
+
+def test_each_student_is_compared_with_the_baseline_of_its_architecture(finished_run):
+    """Same parameter count on purpose: only the recorded model spec tells the two baselines apart."""
+    llama = {"family": "hf", "vocab_size": 100, "context": 32, "model_type": "llama", "options": {"hidden_size": 64}}
+    base = [epoch_event(i + 1, B_TOKENS[i], 100.0 * (i + 1), 2 * B_TRAIN[i], 2 * B_VAL[i]) for i in range(4)]
+    write_run(finished_run / "students" / "baseline-llama", "baseline", "baseline-llama", STUDENT_PARAMS, base,
+              model=llama)
+    superstill = {"temperature": 1.0, "w_teacher": 0.5, "w_data": 0.5, "tail": "bucket", "transition_epoch": 2}
+    write_run(finished_run / "students" / "llama-s", "student", "llama-s", STUDENT_PARAMS,
+              [epoch_event(i + 1, S_TOKENS[i], 110.0 * (i + 1), 2 * S_TRAIN[i], 2 * S_VAL[i], superstill=i < 2)
+               for i in range(3)], superstill, model=llama)
+    experiment = load_experiment(str(finished_run))
+    models = {model.name: model for model in experiment.students}
+    assert choose_baseline(experiment, models["llama-s"], None).name == "baseline-llama"
+    assert choose_baseline(experiment, models["student"], None).name == "baseline"
+    text = report_text(finished_run)
+    assert "| llama-s | student | hf:llama | 0 | 4,000 | n/a | 64 | 32 | 3 / 4 |" in text
+    assert "| llama-s | baseline-llama | hf:llama | held-out |" in text
+    assert "| student | baseline | gpt | held-out |" in text
 
 
 def test_one_seed_has_no_interval(finished_run):
@@ -360,7 +381,7 @@ def test_reduction_over_seeds_from_fine_curves(seeded_run):
     cell = f"{100 * m:.1f}% [{100 * (m - half):.1f}%, {100 * (m + half):.1f}%]"
     assert f"| 1,000 | 1.00 | on (w_t=0.6) | 3 | {sum(V_EPOCH1.values()) / 3:.2f} |" in table
     assert f"| {per_seed} | {cell} |" in table
-    assert f"| T1 | baseline | held-out | 0, 1, 2 | 4 | {cell} |" in text  # summary: 4 evaluations per epoch
+    assert f"| T1 | baseline | gpt | held-out | 0, 1, 2 | 4 | {cell} |" in text  # summary: 4 evaluations per epoch
     # At 2,000 tokens no baseline seed gets as low: every reading is a lower bound against 2,000 tokens.
     assert "| 2,000 | 2.00 | off | 3 |" in table
     assert "| > 2,000 (never reached) | 0: ≥ 0.0%, 1: ≥ 0.0%, 2: ≥ 0.0% | ≥ 0.0% [0.0%, 0.0%] |" in table

@@ -19,8 +19,12 @@ def training_options(default_preset: str):
         click.option("--seed", type=int, default=None, help="Seed for init, dropout and data order (default 0)."),
         click.option("--device", default=None, help="auto | cpu | cuda | cuda:N (default auto)."),
         click.option("--config", "config_file", default=None, help="TOML file with [model] and [train] tables."),
+        click.option("--model", "model_file", default=None, metavar="FILE",
+                     help="Model spec (TOML or JSON) of any family: gpt, hf (a transformers architecture) or factory "
+                          "(your own function); see README 'Bring your own architecture'."),
         click.option("--set", "settings", multiple=True, metavar="SECTION.FIELD=VALUE",
-                     help="Override any setting, e.g. --set model.n_layer=6 --set train.lr_schedule=cosine."),
+                     help="Override any setting, e.g. --set model.n_layer=6 --set train.lr_schedule=cosine "
+                          "--set model.family=hf --set model.model_type=rwkv --set model.options.hidden_size=256."),
         click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint."),
         click.option("--force", is_flag=True, help="Overwrite an existing run in --out."),
     ]
