@@ -65,18 +65,21 @@ def hf_config(spec: ModelConfig):
         raise UserError(f"model.options.{unknown[0]}: {spec.model_type} configs have no such field"
                         f"{' (did you mean ' + ', '.join(close) + '?)' if close else ''}; see transformers' "
                         f"{config_class.__name__}")
-    limit = spec.options.get(POSITION_LIMIT)
+    # the limit under either of its names (gpt2's n_positions is an alias): the spec's value is never overridden
+    named = [name for name in (POSITION_LIMIT, config_class.attribute_map.get(POSITION_LIMIT)) if name in spec.options]
+    limit = spec.options[named[0]] if named else None
     if isinstance(limit, int) and limit < spec.context:
         raise UserError(f"model.context {spec.context} is longer than the {spec.model_type} model supports "
-                        f"(model.options.{POSITION_LIMIT} = {limit}); lower model.context or raise the limit")
+                        f"(model.options.{named[0]} = {limit}); lower model.context or raise the limit")
     settings: dict[str, Any] = dict(spec.options, vocab_size=spec.vocab_size, pad_token_id=EOD_ID,
                                     bos_token_id=EOD_ID, eos_token_id=EOD_ID)
     if limit is None and POSITION_LIMIT in fields:
         settings[POSITION_LIMIT] = spec.context
     try:
         return config_class(**settings)
-    except (TypeError, ValueError) as error:
-        raise UserError(f"model.options for {spec.model_type}: {str(error).splitlines()[0][:200]}") from None
+    except Exception as error:  # configs validate with their own exception types (huggingface_hub's strict dataclasses)
+        detail = " ".join(line.strip() for line in str(error).splitlines())[:240]  # their reason is on line 2
+        raise UserError(f"model.options for {spec.model_type}: {detail or type(error).__name__}") from None
 
 
 def build(spec: ModelConfig) -> HFCausalLM:
