@@ -46,9 +46,22 @@ def build_store(location: str, teacher: GPT, ids: np.ndarray, context: int, shar
     return LogitStore.open(location)
 
 
+def adam(student: torch.nn.Module) -> torch.optim.Optimizer:
+    """The paper's optimizer settings, as the training loop builds them."""
+    return torch.optim.Adam(student.parameters(), lr=3e-4, betas=(0.9, 0.98), eps=1e-8)
+
+
+def train_step(student: torch.nn.Module, objective, optimizer: torch.optim.Optimizer, batch) -> None:
+    """One optimizer step on `batch` (epoch 1 of the objective's schedule)."""
+    loss = objective(student, batch, 1).loss
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
 def timed(student: GPT, objective, stream: BatchStream, steps: int, with_teacher: bool) -> tuple[float, float]:
     """(seconds per step, fraction of time waiting for data) over `steps` steps after one warm-up step."""
-    optimizer = torch.optim.Adam(student.parameters(), lr=3e-4, betas=(0.9, 0.98), eps=1e-8)
+    optimizer = adam(student)
     batches = stream.epoch(1, 0, with_teacher)
     started, wait_before = None, 0.0
     for i, batch in enumerate(batches):
@@ -56,10 +69,7 @@ def timed(student: GPT, objective, stream: BatchStream, steps: int, with_teacher
             started, wait_before = time.perf_counter(), stream.wait_seconds
         if i == steps + 1:
             break
-        loss = objective(student, batch, 1).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        train_step(student, objective, optimizer, batch)
     elapsed = time.perf_counter() - started
     return elapsed / steps, (stream.wait_seconds - wait_before) / elapsed
 
