@@ -9,6 +9,10 @@ L = w1 * T^2 * l_t + w2 * l_d (docs/LOSS.md), with (w1, w2) over training given 
           `train.eval_every`), reaches the teacher's (recorded in the store at dump time), then the linear
           decay from there: the student stops imitating once it has caught up with its teacher.
 Epochs may be fractional: 0.5 is half of the first epoch (the schedule moves every step).
+
+Defaults are the measured recommendation (T = 1, auto schedule; docs/LOSS.md "Defaults" gives the measurements
+and the experiment that reproduces them); the paper's settings are the preset "paper" (PRESETS), one flag away:
+`train-student --distillation paper`, `distillation = "paper"` in an experiment's variant.
 """
 
 from __future__ import annotations
@@ -26,13 +30,22 @@ ALL_EPOCHS = "all"
 """transition_epoch value meaning "never switch to plain cross-entropy"."""
 SCHEDULES = ("step", "linear", "auto")
 """How the teacher's weight changes over training (the module docstring)."""
+PRESETS: dict[str, dict[str, Any]] = {
+    "recommended": {},
+    "paper": {"temperature": 6.0, "w_teacher": 0.6, "w_data": 0.4, "tail": "bucket", "schedule": "step",
+              "transition_epoch": ALL_EPOCHS},
+}
+"""Named starting points for a DistillationSpec: "recommended" is the field defaults; "paper" the paper's
+T = 6, weights 0.6/0.4, bucket tail, step schedule (its transition epoch, 14 small and 1 or 3 large, is given
+beside the preset). Settings given with a preset override it."""
+DEFAULT_PRESET = "recommended"
 
 
 @dataclass
 class DistillationSpec:
-    """The teacher term's settings; defaults are the paper's."""
+    """The teacher term's settings; defaults are the measured recommendation, PRESETS["paper"] the paper's."""
 
-    temperature: float = 6.0
+    temperature: float = 1.0
     """T of the teacher term (the paper: 6). Exact for temperatures listed in the store, bounded otherwise."""
     w_teacher: float = 0.6
     """w1, weight of T^2 * l_t (the paper: 0.6)."""
@@ -43,7 +56,7 @@ class DistillationSpec:
     transition_epoch: int | str = ALL_EPOCHS
     """step schedule: superstill through this epoch, then plain l_d; "all" never switches (the paper: 14 small,
     1 or 3 large)."""
-    schedule: str = "step"
+    schedule: str = "auto"
     """"step" (the paper's), "linear" or "auto" (see the module docstring)."""
     decay_start: float = 0.0
     """linear schedule: epochs of full teacher weight before the decay starts."""
@@ -63,8 +76,8 @@ class DistillationSpec:
         if self.schedule not in SCHEDULES:
             raise UserError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if self.schedule != "step" and self.transition_epoch != ALL_EPOCHS:
-            raise UserError(f"transition_epoch belongs to the step schedule; the {self.schedule} schedule uses "
-                            f"decay_start and decay_epochs")
+            raise UserError(f"transition_epoch belongs to the step schedule: set schedule step with it (or the "
+                            f"paper preset); the {self.schedule} schedule uses decay_start and decay_epochs")
         if self.schedule == "auto" and self.decay_start != 0:
             raise UserError("decay_start belongs to the linear schedule; the auto schedule starts decaying when "
                             "the student catches up with the teacher")
@@ -115,6 +128,16 @@ class DistillationSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def preset_settings(table: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+    """`table`'s settings with its preset (the value under `key`, default DEFAULT_PRESET) filled in beneath
+    them, for build_spec: {"distillation": "paper", "transition_epoch": 1} -> the paper's settings, epoch 1."""
+    settings = dict(table)
+    name = settings.pop(key, DEFAULT_PRESET)
+    if not isinstance(name, str) or name not in PRESETS:
+        raise UserError(f"{where} {key}: expected one of {', '.join(PRESETS)}, got {name!r}")
+    return {**PRESETS[name], **settings}
 
 
 def parse_transition_epoch(value: int | str) -> int | str:

@@ -11,10 +11,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.config import PRECISIONS
+from pipeline.distillation import PRESETS, DistillationSpec
 from pipeline.errors import UserError
 
-DEFAULT_TEMPERATURES = (1.0, 6.0)
-"""Temperatures stored exactly by default: the paper's T = 6 and T = 1."""
+DEFAULT_TEMPERATURES = tuple(sorted({DistillationSpec.temperature, PRESETS["paper"]["temperature"]}))
+"""Temperatures stored exactly by default: train-student's default T and the paper's (pipeline/distillation.py),
+so a store made with defaults serves both exactly."""
 SPLIT_CHOICES = ("train", "val", "all")
 ROW_KINDS = ("topk", "sampled")
 """What a logit store's rows are: the teacher's top-k (teacher_rows.py) or sampled ids with counts (sampled_rows.py)."""

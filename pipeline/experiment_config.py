@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import PRESETS, resolve
-from pipeline.distillation import DistillationSpec
+from pipeline.distillation import DistillationSpec, preset_settings
 from pipeline.dump_spec import DumpSpec, check_sampled_temperature
 from pipeline.errors import UserError
 from pipeline.spec_parsing import build_spec, coerce
@@ -54,7 +54,8 @@ class Variant:
     name: str
     """Its directory under students/: letters, digits, - and _."""
     distillation: DistillationSpec = field(default_factory=DistillationSpec)
-    """Its teacher term (the table's other keys: temperature, w_teacher, w_data, tail, transition_epoch)."""
+    """Its teacher term (the table's other keys: DistillationSpec's fields, over the preset named by
+    `distillation`, "recommended" or "paper", default "recommended")."""
 
     def __post_init__(self) -> None:
         if not self.name.replace("-", "").replace("_", "").isalnum() or self.name == "baseline":
@@ -64,8 +65,8 @@ class Variant:
     def from_table(cls, table: dict[str, Any], where: str) -> "Variant":
         if not isinstance(table, dict) or "name" not in table:
             raise UserError(f"{where}: each [[variants]] table needs a name")
-        settings = {k: v for k, v in table.items() if k != "name"}
         name = coerce(table["name"], str, f"{where} name")
+        settings = preset_settings({k: v for k, v in table.items() if k != "name"}, "distillation", f"{where} {name}")
         return cls(name, build_spec(DistillationSpec, settings, f"{where} {name}"))
 
     def settings(self) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from pipeline.checkpoint import load
 from pipeline.cli import main
+from pipeline.distillation import DistillationSpec
 from pipeline.token_store import TokenStore, TokenStoreMeta, write_token_store
 from tests.factories import micro_token_store, overrides
 
@@ -128,7 +129,7 @@ def test_dump_refuses_a_teacher_trained_on_other_tokens(world, other_tokens, tmp
 
 
 @pytest.mark.parametrize("change, differs", [
-    (("--temperature", "2"), "objective.temperature 6.0 in the checkpoint, 2.0 now"),
+    (("--temperature", "2"), f"objective.temperature {DistillationSpec().temperature} in the checkpoint, 2.0 now"),
     (("--tail", "renorm"), "objective.tail 'bucket' in the checkpoint, 'renorm' now"),
     (("--lr", "0.01"), "train.lr"),
     (("--set", "model.n_layer=2"), "model.n_layer"),

@@ -6,6 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import main
+from pipeline.distillation import DistillationSpec
 from pipeline.errors import UserError
 from pipeline.experiment_config import builtin_names, load_experiment
 from stages.experiment import ExperimentRunConfig, run
@@ -50,6 +51,7 @@ shuffle_block_tokens = 1024
 [[variants]]
 name = "t1"
 temperature = 1.0
+schedule = "step"
 transition_epoch = 1
 """
 SMALL_TEXTS = sorted(FIXTURE_CORPUS.glob("*.txt"), key=lambda path: path.stat().st_size)[:4]  # the shortest books
@@ -201,4 +203,29 @@ def test_shipped_experiments_load():
     small = load_experiment("paper-small")
     assert [v.distillation.transition_epoch for v in small.variants] == [14, "all"]
     assert [v.distillation.transition_epoch for v in load_experiment("paper-large").variants] == [1, 3]
-    assert {v.distillation.temperature for v in load_experiment("demo").variants} == {1.0, 6.0}
+    demo = load_experiment("demo")
+    assert len(demo.seeds) == 3 and demo.student.train["eval_every"] > 0  # intervals over seeds, fine-grained curves
+    # The demo shows the paper's setting and the recommended default (the spec's defaults) beside the baseline.
+    specs = {v.name: v.distillation for v in demo.variants}
+    assert DistillationSpec() in specs.values()
+    assert {(s.temperature, s.schedule, s.transition_epoch) for s in specs.values()} >= {(6.0, "step", 1)}
+    other = load_experiment("demo-kjv")  # the demo's protocol on another corpus: its figures compare with the demo's
+    assert {v.name: v.distillation for v in other.variants} == specs and other.corpus != demo.corpus
+    assert (other.seeds, other.teacher, other.student, other.dump) == \
+           (demo.seeds, demo.teacher, demo.student, demo.dump)
+
+
+def test_a_variant_starts_from_a_named_preset(toy, tmp_path):
+    path, _ = toy
+    text = path.read_text().replace('temperature = 1.0\nschedule = "step"\n', 'distillation = "paper"\n')
+    (tmp_path / "paper.toml").write_text(text)
+    spec = load_experiment(str(tmp_path / "paper.toml")).variants[0].distillation
+    # The paper's teacher term (its section 3): T = 6, w1 = 0.6, w2 = 0.4, step schedule; the table's keys win.
+    assert (spec.temperature, spec.w_teacher, spec.w_data, spec.schedule, spec.transition_epoch) == \
+           (6.0, 0.6, 0.4, "step", 1)
+    (tmp_path / "bad.toml").write_text(text.replace('distillation = "paper"', 'distillation = "papr"'))
+    result = CliRunner().invoke(main, ["experiment", str(tmp_path / "bad.toml"), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "t1 distillation: expected one of recommended, paper, got 'papr'" in result.output
+    (tmp_path / "mixed.toml").write_text(text.replace('distillation = "paper"\n', ''))
+    result = CliRunner().invoke(main, ["experiment", str(tmp_path / "mixed.toml"), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "transition_epoch belongs to the step schedule" in result.output

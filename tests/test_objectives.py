@@ -41,7 +41,8 @@ def test_auto_schedule_state_survives_a_checkpoint_and_unmeasured_points_never_t
 
 
 def test_step_and_linear_schedules_ignore_observations():
-    for spec in (DistillationSpec(transition_epoch=1), DistillationSpec(schedule="linear", decay_start=1.0)):
+    for spec in (DistillationSpec(schedule="step", transition_epoch=1),
+                 DistillationSpec(schedule="linear", decay_start=1.0)):
         objective = SuperstillObjective(spec, teacher_nll=TEACHER_NLL)
         objective.observe(0.5, 1.0)
         assert objective.caught_up is None and objective.weights(1, 0.5) == (0.6, 0.4)

@@ -10,6 +10,7 @@ from pipeline.batching import BatchStream, WindowPlan
 from pipeline.checkpoint import load_model
 from pipeline.cli import main
 from pipeline.distillation import DistillationSpec
+from pipeline.dump_spec import DumpSpec
 from pipeline.logit_store import LogitStore
 from pipeline.objectives import SuperstillObjective
 from pipeline.spec_parsing import field_names
@@ -55,7 +56,8 @@ def epochs_of(out):
 
 
 def test_transition_epoch_switches_to_plain_cross_entropy(setup, tmp_path):
-    student(setup, tmp_path / "s", epochs=3, teacher_logits=setup["top8"], transition_epoch=2, temperature=1.0)
+    student(setup, tmp_path / "s", epochs=3, teacher_logits=setup["top8"], schedule="step", transition_epoch=2,
+            temperature=1.0)
     lines = epochs_of(tmp_path / "s")
     assert [l["superstill"] for l in lines] == [True, True, False]
     assert lines[0]["loss_teacher"] is not None and lines[1]["loss_teacher"] is not None
@@ -112,6 +114,52 @@ def test_foreign_or_incomplete_stores_and_bad_options_are_refused(setup, tmp_pat
     result = runner.invoke(main, base + ["--tokens", setup["tokens"], "--out", str(tmp_path / "d"),
                                          "--teacher-logits", str(tmp_path / "nothing")])
     assert result.exit_code != 0 and "Traceback" not in result.output
+
+
+TINY = ["--preset", "tiny-student", "--epochs", "1", "--set", "model.context=16", "--set", "model.d_model=32",
+        "--set", "model.n_head=2", "--set", "model.d_ff=64", "--set", "train.max_steps_per_epoch=2",
+        "--set", "train.batch_size=4", "--set", "train.eval_max_tokens=256"]
+
+
+def superstill_of(setup, out, *options):
+    """The teacher term a `train-student` command line trained with (as run.json records it)."""
+    result = CliRunner().invoke(main, ["train-student", "--tokens", setup["tokens"], "--out", str(out),
+                                       "--teacher-logits", setup["top8"], *TINY, *options])
+    assert result.exit_code == 0, result.output
+    recorded = json.loads((out / "run.json").read_text())["superstill"]
+    return {name: recorded[name] for name in field_names(DistillationSpec)}
+
+
+# The paper's teacher term (its section 3): T = 6, w1 = 0.6, w2 = 0.4, and a step down to plain cross-entropy.
+PAPER = {"temperature": 6.0, "w_teacher": 0.6, "w_data": 0.4, "tail": "bucket", "schedule": "step"}
+
+
+def test_defaults_are_the_recommendation_and_the_paper_is_one_flag_away(setup, tmp_path):
+    assert superstill_of(setup, tmp_path / "default") == DistillationSpec().to_dict()
+    paper = superstill_of(setup, tmp_path / "paper", "--distillation", "paper")
+    assert {name: paper[name] for name in PAPER} == PAPER and paper["transition_epoch"] == "all"
+    assert paper != DistillationSpec().to_dict()
+    # dump-teacher's defaults store both temperatures exactly (others are only bounded: docs/STORE.md).
+    assert {DistillationSpec().temperature, paper["temperature"]} <= set(DumpSpec().temperatures)
+    # Options given beside the preset override it, the rest stays the paper's.
+    tweaked = superstill_of(setup, tmp_path / "tr1", "--distillation", "paper", "--transition-epoch", "1",
+                            "--temperature", "2")
+    assert tweaked == {**paper, "transition_epoch": 1, "temperature": 2.0}
+
+
+def test_help_names_the_default_and_the_paper_preset():
+    text = CliRunner().invoke(main, ["train-student", "--help"]).output
+    assert "--distillation [recommended|paper]" in text
+    flat = " ".join(text.split())
+    assert f"(default: {DistillationSpec().temperature:g}; --distillation paper: 6)" in flat
+    assert f"(default: {DistillationSpec().schedule}; --distillation paper: step)" in flat
+
+
+def test_a_transition_epoch_without_the_step_schedule_names_the_fix(setup, tmp_path):
+    result = CliRunner().invoke(main, ["train-student", "--tokens", setup["tokens"], "--out", str(tmp_path / "x"),
+                                       "--teacher-logits", setup["top8"], *TINY, "--transition-epoch", "1"])
+    assert result.exit_code == 2 and "--transition-epoch belongs to the step schedule" in result.output
+    assert "schedule step" in result.output and "Traceback" not in result.output
 
 
 def test_renorm_with_little_top_k_mass_warns(setup, tmp_path):
