@@ -50,8 +50,9 @@ def build(spec: ModelConfig) -> FactoryModel:
         raise UserError(f"model.factory {spec.factory}: {module_name} has no function {function_name!r}")
     try:
         net = function(vocab_size=spec.vocab_size, **spec.options)
-    except TypeError as error:
-        raise UserError(f"model.factory {spec.factory} refused its arguments ({error}); check model.options") from None
+    except (TypeError, ValueError) as error:  # wrong keywords, or values the factory validates and refuses
+        raise UserError(f"model.factory {spec.factory} refused its arguments ({str(error).splitlines()[0][:200]}); "
+                        f"check model.options") from None
     if not isinstance(net, nn.Module):
         raise UserError(f"model.factory {spec.factory} returned {type(net).__name__}, not a torch.nn.Module")
     return FactoryModel(spec, net)

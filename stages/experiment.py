@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from pipeline.config import resolve
 from pipeline.errors import UserError
-from pipeline.experiment_config import ExperimentConfig, check_seeds, load_experiment
+from pipeline.experiment_config import ExperimentConfig, ModelStage, check_seeds, load_experiment
+from pipeline.model_families import check_buildable
 from pipeline.progress import log
 from pipeline.run_dir import RunDir
 from pipeline.spec_parsing import build_spec
@@ -148,6 +150,10 @@ def _plan(experiment: ExperimentConfig, out: Path, source: str) -> list[_Stage]:
     logits_key = _key(experiment.dump.to_dict(), teacher_key)
     tokenize_config = build_spec(tokenize.TokenizeConfig, {"corpus": experiment.corpus, "out": str(tokens),
                                                            **experiment.tokenize}, f"{source} [tokenize]")
+    for label, stage in [("[teacher]", experiment.teacher), ("[student]", experiment.student),
+                         *((f"[architectures.{name}]", stage) for name, stage in experiment.architectures.items())]:
+        model, _ = resolve(stage.preset, stage.overrides(), f"{source} {label}")
+        check_buildable(model, tokenize_config.vocab_size)
     teacher_config = train_teacher.TrainTeacherConfig(tokens=str(tokens), out=str(teacher),
                                                       preset=experiment.teacher.preset,
                                                       overrides=experiment.teacher.overrides())
@@ -159,14 +165,14 @@ def _plan(experiment: ExperimentConfig, out: Path, source: str) -> list[_Stage]:
                                                      spec=experiment.dump)
         plan.append(_Stage("teacher-logits", logits_key, logits, lambda resume, force: dump_teacher.run(
             dataclasses.replace(dump_config, resume=resume, force=force and not resume))))
-    students = ([("baseline", None)] if experiment.baseline else []) + [(v.name, v) for v in experiment.variants]
     for seed in experiment.seeds:  # seed by seed: the first seed's comparison is complete first
-        for name, variant in students:
+        for name, variant, architecture in experiment.students():
             where = out / "students" / name / f"seed-{seed}"
-            key = _key({"student": vars(experiment.student), "seed": seed,
+            model = experiment.student_model(architecture)
+            key = _key({"student": vars(model), "seed": seed,
                         "variant": variant.settings() if variant else None}, logits_key if variant else tokens_key)
             plan.append(_Stage(f"{name}/seed-{seed}", key, where, _training_action(train_student.run, _student_config(
-                experiment, variant, seed, str(tokens), str(logits), where))))
+                model, variant, seed, str(tokens), str(logits), where))))
     return plan
 
 
@@ -178,10 +184,10 @@ def _training_action(train: Callable[[Any], Any], config):
     return action
 
 
-def _student_config(experiment: ExperimentConfig, variant, seed: int, tokens: str, logits: str, where: Path):
-    overrides = experiment.student.overrides()
+def _student_config(model: ModelStage, variant, seed: int, tokens: str, logits: str, where: Path):
+    overrides = model.overrides()
     overrides["train"]["seed"] = seed
-    settings = dict(tokens=tokens, out=str(where), preset=experiment.student.preset, overrides=overrides)
+    settings = dict(tokens=tokens, out=str(where), preset=model.preset, overrides=overrides)
     if variant is not None:
         settings.update(teacher_logits=logits, distillation=variant.distillation)
     return train_student.TrainStudentConfig(**settings)

@@ -229,3 +229,83 @@ def test_a_variant_starts_from_a_named_preset(toy, tmp_path):
     (tmp_path / "mixed.toml").write_text(text.replace('distillation = "paper"\n', ''))
     result = CliRunner().invoke(main, ["experiment", str(tmp_path / "mixed.toml"), "--out", str(tmp_path / "run")])
     assert result.exit_code == 2 and "transition_epoch belongs to the step schedule" in result.output
+
+
+LLAMA = """
+[architectures.llama]
+preset = "tiny-llama-student"
+epochs = 2
+[architectures.llama.model]
+context = 16
+[architectures.llama.model.options]
+hidden_size = 32
+intermediate_size = 64
+num_attention_heads = 2
+num_hidden_layers = 1
+[architectures.llama.train]
+batch_size = 8
+max_steps_per_epoch = 8
+eval_max_tokens = 256
+shuffle_block_tokens = 1024
+"""
+STEP_VARIANTS = """
+[[variants]]
+name = "t1"
+temperature = 1.0
+schedule = "step"
+transition_epoch = 1
+[[variants]]
+name = "llama-t1"
+student = "llama"
+temperature = 1.0
+schedule = "step"
+transition_epoch = 1
+"""
+
+
+def write_toy(tmp_path, text: str):
+    path = tmp_path / "arch.toml"
+    path.write_text(text)
+    return path
+
+
+def test_each_architecture_trains_its_own_baseline_and_is_compared_with_it(tmp_path):
+    path = write_toy(tmp_path, TOY.split("[[variants]]")[0] + LLAMA + STEP_VARIANTS)
+    out = tmp_path / "run"
+    report = run(ExperimentRunConfig(experiment=str(path), out=str(out), corpus=[str(t) for t in SMALL_TEXTS]))
+    state = json.loads((out / "state.json").read_text())["stages"]
+    assert list(state)[3:] == ["baseline/seed-0", "baseline-llama/seed-0", "t1/seed-0", "llama-t1/seed-0"]
+    runs = {name: json.loads((out / "students" / name / "seed-0" / "run.json").read_text())
+            for name in ("baseline", "baseline-llama", "t1", "llama-t1")}
+    assert [runs[name]["model"]["family"] for name in runs] == ["gpt", "hf", "gpt", "hf"]
+    assert runs["llama-t1"]["model"] == runs["baseline-llama"]["model"]  # paired: the very same spec
+    assert runs["llama-t1"]["superstill"]["teacher_logits"] == runs["t1"]["superstill"]["teacher_logits"]
+    text = report.read_text()
+    assert "| llama-t1 | baseline-llama | hf:llama | held-out |" in text
+    assert "| t1 | baseline | gpt | held-out |" in text
+
+
+@pytest.mark.parametrize("text, message", [
+    (STEP_VARIANTS, "no [architectures.llama] table"),
+    (LLAMA.replace("[architectures.llama", "[architectures.baseline-x") + STEP_VARIANTS.replace('"llama"', '"baseline-x"'),
+     "architecture name 'baseline-x'"),
+    (LLAMA.replace("hidden_size = 32", "hidden_size = 32\nhidden_sise = 3") + STEP_VARIANTS, "model.options.hidden_sise"),
+    (LLAMA.replace("context = 16", "context = 16\n[architectures.llama.model.options]\nmax_position_embeddings = 8")
+     .replace("[architectures.llama.model.options]\nhidden_size", "hidden_size") + STEP_VARIANTS,
+     "longer than the llama model supports"),
+])
+def test_a_bad_architecture_is_refused_before_any_stage_runs(tmp_path, text, message):
+    path = write_toy(tmp_path, TOY.split("[[variants]]")[0] + text)
+    result = CliRunner().invoke(main, ["experiment", str(path), "--out", str(tmp_path / "run"),
+                                       "--corpus", str(SMALL_TEXTS[0])])
+    errors = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert result.exit_code != 0 and len(errors) == 1 and message in errors[0], result.output
+    assert not (tmp_path / "run" / "tokens").exists()
+
+
+def test_shipped_cross_architecture_experiment_pairs_each_student_with_its_own_baseline():
+    experiment = load_experiment("cross-architecture")
+    assert set(experiment.architectures) == {"llama", "rwkv"}
+    assert [(name, architecture) for name, _, architecture in experiment.students()] == [
+        ("baseline", None), ("baseline-llama", "llama"), ("baseline-rwkv", "rwkv"),
+        ("gpt-superstilled", None), ("llama-superstilled", "llama"), ("rwkv-superstilled", "rwkv")]

@@ -18,7 +18,8 @@ def command(config, out, corpus, force, stop_after, seeds):
     """Run an experiment end to end: tokenize, train the teacher, dump its distribution, train the baseline and
     every superstilled student, and write the report.
 
-    CONFIG is an experiment TOML file or a shipped one: demo (2 CPU cores, ~10 min), paper-small, paper-large (GPU).
+    CONFIG is an experiment TOML file or a shipped one: demo (2 CPU cores, ~11 min), demo-kjv, demo-seeds,
+    tail-and-temperature, demo-sampled, cross-architecture, paper-small, paper-large (GPU).
     """
     from stages.experiment import ExperimentRunConfig, run
 
