@@ -1,10 +1,10 @@
 """Benchmark: sampled teacher rows against top-k rows on a real trained teacher: bytes, layouts, step time.
 
-    python benchmarks/bench_sampled_rows.py --checkpoint runs/demo/teacher --tokens runs/demo/tokens
+    python benchmarks/bench_sampled_rows.py --checkpoint runs/demo-seeds/teacher --tokens runs/demo-seeds/tokens
                                             [--positions 65536] [--steps 8]
 
-(`make demo` leaves that teacher and token store in runs/demo.) The teacher's float32 logits for the
-first `--positions` training positions (default one 65,536-row shard) are computed once; then:
+(`pipeline experiment demo-seeds --out runs/demo-seeds` leaves the 3-epoch teacher these figures came
+from.) The teacher's float32 logits for the first `--positions` training positions (default one 65,536-row shard) are computed once; then:
 
 1. Bytes per position through the real LogitStoreWriter (everything stored: data arrays, shard indexes,
    checksums, markers; default codec) for sampled rows at N = 12, 50, 100 (T_s = 1) and top-k rows at
