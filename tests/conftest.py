@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.factories import FIXTURE_CORPUS
 
@@ -71,3 +72,19 @@ def pytest_terminal_summary(terminalreporter) -> None:
 def pytest_sessionfinish(session, exitstatus) -> None:
     if _SKIPPED and exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture
+def compiled(monkeypatch):
+    """torch.compile with backend="aot_eager" (see tests/test_gpu_paths_on_cpu.py's docstring); yields the
+    modules compiled. Dynamo's caches are cleared before and after, so no compiled code leaks into other tests."""
+    modules, real_compile = [], torch.compile
+
+    def compile_on_cpu(model, **options):
+        modules.append(model)
+        return real_compile(model, **{**options, "backend": "aot_eager"})
+
+    monkeypatch.setattr(torch, "compile", compile_on_cpu)
+    torch._dynamo.reset()
+    yield modules
+    torch._dynamo.reset()

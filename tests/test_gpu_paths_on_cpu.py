@@ -101,22 +101,6 @@ def test_bf16_autocast_matches_fp32(setup, kind, tmp_path):
     assert metrics["loss"] != reference["loss"]                    # autocast really ran in bf16
 
 
-@pytest.fixture
-def compiled(monkeypatch):
-    """torch.compile with backend="aot_eager" (see the module docstring); yields the modules compiled.
-    Dynamo's caches are cleared before and after, so no compiled code leaks into other tests."""
-    modules, real_compile = [], torch.compile
-
-    def compile_on_cpu(model, **options):
-        modules.append(model)
-        return real_compile(model, **{**options, "backend": "aot_eager"})
-
-    monkeypatch.setattr(torch, "compile", compile_on_cpu)
-    torch._dynamo.reset()
-    yield modules
-    torch._dynamo.reset()
-
-
 @pytest.mark.parametrize("kind", ["teacher", "student"])
 def test_compiled_model_matches_eager(setup, kind, tmp_path, compiled):
     metrics = train(kind, setup, str(tmp_path / "compiled"), compile="true")

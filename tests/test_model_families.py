@@ -271,21 +271,6 @@ def test_hf_student_trains_from_a_gpt_teachers_store(store, teacher_stores, tmp_
 
 # --- compile, bf16, DDP for an hf family ---------------------------------------------------------------
 
-@pytest.fixture
-def compiled(monkeypatch):
-    """torch.compile with backend="aot_eager", as in tests/test_gpu_paths_on_cpu.py (see its docstring)."""
-    modules, real_compile = [], torch.compile
-
-    def compile_on_cpu(model, **options):
-        modules.append(model)
-        return real_compile(model, **{**options, "backend": "aot_eager"})
-
-    monkeypatch.setattr(torch, "compile", compile_on_cpu)
-    torch._dynamo.reset()
-    yield modules
-    torch._dynamo.reset()
-
-
 LOSSES = ("loss", "train_nll", "val_nll")
 
 
