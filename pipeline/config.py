@@ -50,7 +50,7 @@ FAMILIES = ("gpt", "hf", "factory")
 or a user's own function."""
 GPT_FIELDS = ("n_layer", "n_head", "d_model", "d_ff", "dropout", "tie_embeddings", "bias")
 """ModelConfig fields that only the gpt family reads (hf and factory models take `options`)."""
-OPTIONS_FIELDS = {"hf": ("model_type", "options"), "factory": ("factory", "options"), "gpt": GPT_FIELDS}
+FAMILY_FIELDS = {"hf": ("model_type", "options"), "factory": ("factory", "options"), "gpt": GPT_FIELDS}
 """The fields each family reads besides family, vocab_size and context (what its spec records)."""
 
 
@@ -125,7 +125,7 @@ class ModelConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The fields this family reads (what checkpoints, run.json and stores record)."""
-        keep = ("family", "vocab_size", "context", *OPTIONS_FIELDS[self.family])
+        keep = ("family", "vocab_size", "context", *FAMILY_FIELDS[self.family])
         data = dataclasses.asdict(self)
         return {name: data[name] for name in field_names(ModelConfig) if name in keep}
 
