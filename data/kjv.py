@@ -139,13 +139,16 @@ def books(listing: str) -> dict[str, str]:
 
 
 def install(texts: dict[str, str], out: Path) -> int:
-    """Write each text to `out` unless an identical file is there; returns how many were written."""
+    """Write each text to `out` unless an identical file is there (a different one is refused); returns how many were written."""
     out.mkdir(parents=True, exist_ok=True)
     written = 0
     for name, text in texts.items():
         target, data = out / name, text.encode("ascii")
         if target.is_file() and target.read_bytes() == data:
             continue
+        if target.exists():  # never replace a file someone edited or put there
+            raise LayoutError(f"{target} exists and differs from the text this script writes; move it away (or delete "
+                        f"it) and run again")
         temp = out / f".{name}.partial-{uuid.uuid4().hex[:8]}"  # so an interrupted run leaves no half file
         temp.write_bytes(data)
         os.replace(temp, target)

@@ -87,13 +87,16 @@ def texts_from_dir(directory: Path) -> dict[str, bytes]:
 
 
 def install(texts: dict[str, bytes], out: Path) -> tuple[int, int]:
-    """Write each text to `out` unless an identical file is there; returns (written, unchanged)."""
+    """Write each text to `out` unless an identical file is there (a different one is refused); returns (written, unchanged)."""
     out.mkdir(parents=True, exist_ok=True)
     written = 0
     for name, data in sorted(texts.items()):
         target = out / name
         if target.is_file() and target.read_bytes() == data:
             continue
+        if target.exists():  # never replace a file someone edited or put there
+            raise FetchError(f"{target} exists and differs from the text this script writes; move it away (or delete "
+                        f"it) and run again")
         temp = out / f".{name}.partial-{uuid.uuid4().hex[:8]}"  # so an interrupted run leaves no half file
         temp.write_bytes(data)
         os.replace(temp, target)

@@ -51,3 +51,11 @@ def test_the_fixture_books_have_the_same_layout(kjv):
 def test_a_listing_that_is_not_the_whole_bible_in_order_is_refused(kjv, listing, message):
     with pytest.raises(kjv.LayoutError, match=message):
         kjv.books(listing(kjv))
+
+
+def test_install_never_replaces_a_different_file(kjv, tmp_path):
+    name = "01-genesis.txt"
+    (tmp_path / name).write_text("my own notes\n")
+    with pytest.raises(kjv.LayoutError, match="exists and differs"):
+        kjv.install({name: "in the beginning\n"}, tmp_path)
+    assert (tmp_path / name).read_text() == "my own notes\n"
